@@ -1,0 +1,468 @@
+"""The single source of tilesky's parameter names, defaults and validation.
+
+A run is described by one :class:`Config`: a tree of frozen dataclasses, one
+per stage. Names follow photutils 3.0 where photutils has the concept
+(``box_size``, ``filter_size``, ``filter_threshold``, ``exclude_percentile``,
+``bkg_estimator``, ``bkg_rms_estimator``, ``n_sigma``, ``n_pixels``).
+
+Configurations load from TOML (sections named like the fields below), take
+``key=value`` overrides with dotted keys (``final_mesh.box_size=8``) and are
+written into every run's store as a plain dict, so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PRESETS",
+    "Config",
+    "ConfigError",
+    "FirstMaskConfig",
+    "MeshConfig",
+    "RingConfig",
+    "SmoothFitConfig",
+    "SourceMaskConfig",
+    "load_config",
+]
+
+BKG_ESTIMATOR_NAMES = ("mean", "median", "mode", "sextractor", "biweight", "mmm")
+RMS_ESTIMATOR_NAMES = ("std", "mad_std", "biweight")
+INTERPOLATORS = ("idw", "spline")
+NOISE_MODES = ("global", "local")
+FINAL_METHODS = ("mesh", "smoothfit")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, malformed or out of range."""
+
+
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        pair = tuple(value)
+    except TypeError:
+        msg = f"{name} must be an integer or a pair (ny, nx) of integers, got {value!r}"
+        raise ConfigError(msg) from None
+    if len(pair) != 2 or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+        for v in pair
+    ):
+        msg = f"{name} must be an integer or a pair (ny, nx) of integers, got {value!r}"
+        raise ConfigError(msg)
+    return (int(pair[0]), int(pair[1]))
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        msg = f"{name} must be a number {bound}, got {value!r}"
+        raise ConfigError(msg)
+    if not math.isfinite(value):
+        msg = f"{name} must be finite, got {value!r}"
+        raise ConfigError(msg)
+
+
+def _choice(name: str, value: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        msg = f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
+        raise ConfigError(msg)
+
+
+def _floats(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        msg = f"{name} must be a list of numbers, got {value!r}"
+        raise ConfigError(msg) from None
+    return out
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """Ring-median filter: ``Ring2DKernel(radius_in, width)`` footprint."""
+
+    radius_in: int = 15
+    width: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("radius_in", "width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"ring.{name} must be an integer >= 1, got {value!r}"
+                raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class FirstMaskConfig:
+    """First source mask: smooth ``scene - ring``, threshold, dilate.
+
+    ``noise_sigma_clip=None`` takes the plain standard deviation of the
+    smoothed difference as the global noise, as the notebook does; a number
+    clips iteratively about the mean at that many sigma first.
+    """
+
+    smooth_sigma: float = 3.0
+    n_sigma: float = 1.0
+    dilate_radius: int = 2
+    noise_sigma_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive("first_mask.smooth_sigma", self.smooth_sigma)
+        _positive("first_mask.n_sigma", self.n_sigma, allow_zero=True)
+        if not isinstance(self.dilate_radius, int) or self.dilate_radius < 0:
+            msg = (
+                "first_mask.dilate_radius must be an integer >= 0, "
+                f"got {self.dilate_radius!r}"
+            )
+            raise ConfigError(msg)
+        if self.noise_sigma_clip is not None:
+            _positive("first_mask.noise_sigma_clip", self.noise_sigma_clip)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Background2D-like mesh stage plus tilesky's interpolation to pixels.
+
+    ``sigma_clip`` is the clipping threshold in sigma (``None``: no clipping)
+    applied per box with ``sigma_clip_maxiters`` iterations, photutils'
+    ``SigmaClip(sigma=3, maxiters=10)`` by default. ``max_distance`` bounds
+    the inverse-distance neighbour search, in boxes: it is what makes the
+    interpolation local and hence exactly tileable (see ``kernels._interp``).
+    """
+
+    box_size: tuple[int, int] = (6, 6)
+    filter_size: tuple[int, int] = (3, 3)
+    filter_threshold: float | None = None
+    exclude_percentile: float = 90.0
+    sigma_clip: float | None = 3.0
+    sigma_clip_maxiters: int = 10
+    bkg_estimator: str = "median"
+    bkg_rms_estimator: str = "std"
+    interpolator: str = "idw"
+    n_neighbors: int = 20
+    power: float = 0.0
+    regularization: float = 30.0
+    max_distance: float = 8.0
+    fill_n_neighbors: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "box_size", _pair("box_size", self.box_size))
+        object.__setattr__(self, "filter_size", _pair("filter_size", self.filter_size))
+        if min(self.box_size) < 1:
+            msg = f"box_size must be positive, got {self.box_size}"
+            raise ConfigError(msg)
+        if min(self.filter_size) < 1 or any(f % 2 == 0 for f in self.filter_size):
+            msg = (
+                f"filter_size must be odd and positive, got {self.filter_size}; "
+                "use e.g. 3 or (3, 5)"
+            )
+            raise ConfigError(msg)
+        if not 0 <= self.exclude_percentile <= 100:
+            msg = (
+                "exclude_percentile must be between 0 and 100 (inclusive), "
+                f"got {self.exclude_percentile!r}"
+            )
+            raise ConfigError(msg)
+        if self.sigma_clip is not None:
+            _positive("sigma_clip", self.sigma_clip)
+        if (
+            not isinstance(self.sigma_clip_maxiters, int)
+            or self.sigma_clip_maxiters < 1
+        ):
+            msg = (
+                "sigma_clip_maxiters must be an integer >= 1, "
+                f"got {self.sigma_clip_maxiters!r}"
+            )
+            raise ConfigError(msg)
+        _choice("bkg_estimator", self.bkg_estimator, BKG_ESTIMATOR_NAMES)
+        _choice("bkg_rms_estimator", self.bkg_rms_estimator, RMS_ESTIMATOR_NAMES)
+        _choice("interpolator", self.interpolator, INTERPOLATORS)
+        for name in ("n_neighbors", "fill_n_neighbors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be an integer >= 1, got {value!r}"
+                raise ConfigError(msg)
+        _positive("power", self.power, allow_zero=True)
+        _positive("regularization", self.regularization, allow_zero=True)
+        _positive("max_distance", self.max_distance)
+
+
+@dataclass(frozen=True)
+class SourceMaskConfig:
+    """Multi-scale source masks on ``scene - background``.
+
+    For each ``fwhm[i]``: smooth with a Gaussian of that FWHM, threshold at
+    ``n_sigma`` times the noise of the unsmoothed residual (as photutils'
+    old ``make_source_mask`` did), keep 8-connected groups of at least
+    ``n_pixels``, dilate with a circular top-hat of ``tophat_radius[i]``;
+    the scales are ORed.
+    """
+
+    fwhm: tuple[float, ...] = (1.0, 3.0, 5.0)
+    tophat_radius: tuple[int, ...] = (4, 2, 1)
+    n_sigma: float = 1.5
+    n_pixels: int = 3
+    noise_sigma_clip: float | None = 3.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fwhm", _floats("source_mask.fwhm", self.fwhm))
+        radii = _floats("source_mask.tophat_radius", self.tophat_radius)
+        if any(not r.is_integer() or r < 0 for r in radii):
+            msg = (
+                "source_mask.tophat_radius must be integers >= 0, "
+                f"got {self.tophat_radius!r}"
+            )
+            raise ConfigError(msg)
+        object.__setattr__(self, "tophat_radius", tuple(int(r) for r in radii))
+        if len(self.fwhm) != len(self.tophat_radius) or not self.fwhm:
+            msg = (
+                "source_mask.fwhm and source_mask.tophat_radius must have the same, "
+                f"non-zero length; got {len(self.fwhm)} and {len(self.tophat_radius)}"
+            )
+            raise ConfigError(msg)
+        for f in self.fwhm:
+            _positive("source_mask.fwhm", f)
+        _positive("source_mask.n_sigma", self.n_sigma, allow_zero=True)
+        if isinstance(self.n_pixels, bool) or not isinstance(self.n_pixels, int):
+            msg = f"source_mask.n_pixels must be an integer >= 1, got {self.n_pixels!r}"
+            raise ConfigError(msg)
+        if self.n_pixels < 1:
+            msg = f"source_mask.n_pixels must be an integer >= 1, got {self.n_pixels!r}"
+            raise ConfigError(msg)
+        if self.noise_sigma_clip is not None:
+            _positive("source_mask.noise_sigma_clip", self.noise_sigma_clip)
+
+
+@dataclass(frozen=True)
+class SmoothFitConfig:
+    """Masked Gaussian-weighted local polynomial fit at full resolution.
+
+    Used as the final background when ``final_method = "smoothfit"``.
+    ``scale`` is the Gaussian sigma of the weighting window in pixels,
+    ``order`` the local polynomial order (0: normalized convolution,
+    2: local quadratic), ``truncate`` the window radius in sigmas (the halo).
+    """
+
+    scale: float = 20.0
+    order: int = 2
+    truncate: float = 4.0
+
+    def __post_init__(self) -> None:
+        _positive("smoothfit.scale", self.scale)
+        _positive("smoothfit.truncate", self.truncate)
+        if self.order not in (0, 1, 2):
+            msg = f"smoothfit.order must be 0, 1 or 2, got {self.order!r}"
+            raise ConfigError(msg)
+
+
+def _first_mesh_default() -> MeshConfig:
+    return MeshConfig(
+        box_size=(10, 10),
+        filter_size=(5, 5),
+        exclude_percentile=90.0,
+        power=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline's configuration.
+
+    Examples
+    --------
+    >>> from tilesky.config import Config
+    >>> cfg = Config().with_overrides(["final_mesh.box_size=8", "noise_mode='local'"])
+    >>> cfg.final_mesh.box_size, cfg.noise_mode
+    ((8, 8), 'local')
+    """
+
+    ring: RingConfig = field(default_factory=RingConfig)
+    first_mask: FirstMaskConfig = field(default_factory=FirstMaskConfig)
+    first_mesh: MeshConfig = field(default_factory=_first_mesh_default)
+    source_mask: SourceMaskConfig = field(default_factory=SourceMaskConfig)
+    final_mesh: MeshConfig = field(default_factory=MeshConfig)
+    smoothfit: SmoothFitConfig = field(default_factory=SmoothFitConfig)
+    final_method: str = "mesh"
+    n_rounds: int = 1
+    noise_mode: str = "global"
+    smooth_truncate: float = 4.0
+
+    def __post_init__(self) -> None:
+        _choice("final_method", self.final_method, FINAL_METHODS)
+        _choice("noise_mode", self.noise_mode, NOISE_MODES)
+        if isinstance(self.n_rounds, bool) or not isinstance(self.n_rounds, int):
+            msg = f"n_rounds must be an integer >= 1, got {self.n_rounds!r}"
+            raise ConfigError(msg)
+        if self.n_rounds < 1:
+            msg = f"n_rounds must be an integer >= 1, got {self.n_rounds!r}"
+            raise ConfigError(msg)
+        _positive("smooth_truncate", self.smooth_truncate)
+
+    # -- (de)serialisation ------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/TOML-friendly nested dict (tuples become lists)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return value
+
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                out[f.name] = {
+                    g.name: plain(getattr(value, g.name)) for g in fields(value)
+                }
+            else:
+                out[f.name] = plain(value)
+        return out
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, base: Config | None = None
+    ) -> Config:
+        """Build a config from a nested mapping, starting from ``base``."""
+        base = base if base is not None else cls()
+        changes: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                msg = (
+                    f"unknown configuration key {key!r}; known keys: {', '.join(known)}"
+                )
+                raise ConfigError(msg)
+            current = getattr(base, key)
+            if dataclasses.is_dataclass(current):
+                if not isinstance(value, Mapping):
+                    msg = (
+                        f"configuration section {key!r} must be a table, got {value!r}"
+                    )
+                    raise ConfigError(msg)
+                sub_known = {f.name for f in fields(current)}
+                unknown = set(value) - sub_known
+                if unknown:
+                    msg = (
+                        f"unknown key(s) {', '.join(sorted(map(repr, unknown)))} in "
+                        f"[{key}]; known keys: {', '.join(sorted(sub_known))}"
+                    )
+                    raise ConfigError(msg)
+                try:
+                    changes[key] = replace(current, **dict(value))
+                except TypeError as exc:
+                    raise ConfigError(f"[{key}]: {exc}") from None
+            else:
+                changes[key] = value
+        try:
+            return replace(base, **changes)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def with_overrides(self, pairs: Iterable[str]) -> Config:
+        """Apply ``key=value`` overrides; values use TOML syntax.
+
+        A bare word that is not valid TOML is taken as a string, so
+        ``noise_mode=local`` works as well as ``noise_mode="local"``.
+        """
+        nested: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                msg = f"--set expects key=value, got {pair!r}"
+                raise ConfigError(msg)
+            value = _parse_value(raw.strip())
+            parts = key.split(".")
+            if len(parts) > 2:
+                msg = (
+                    f"configuration key {key!r} is nested too deeply (use section.key)"
+                )
+                raise ConfigError(msg)
+            if len(parts) == 2:
+                nested.setdefault(parts[0], {})[parts[1]] = value
+            else:
+                nested[parts[0]] = value
+        return Config.from_dict(nested, base=self)
+
+    @property
+    def box_sizes(self) -> list[tuple[int, int]]:
+        """Every mesh box size the pipeline uses; chunks must be multiples."""
+        return [self.first_mesh.box_size, self.final_mesh.box_size]
+
+    @property
+    def chunk_multiple(self) -> tuple[int, int]:
+        """Chunk edges must be multiples of this (lcm of the mesh boxes)."""
+        ys, xs = zip(*self.box_sizes, strict=True)
+        return (math.lcm(*ys), math.lcm(*xs))
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+#: Named starting points. ``notebook`` is the reference notebook's exact
+#: sequence (ring median, first mask, box-10 mesh with IDW, multi-scale
+#: masks, box-6 mesh with IDW).
+PRESETS: dict[str, Config] = {
+    "notebook": Config(),
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Load a configuration: preset, then TOML file, then ``key=value`` overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file whose tables are the sections of :class:`Config`.
+    preset : str, optional
+        Name of a starting point in :data:`PRESETS` (default ``"default"``).
+    overrides : iterable of str
+        ``section.key=value`` strings, applied last.
+
+    Returns
+    -------
+    Config
+    """
+    name = preset or "default"
+    if name not in PRESETS:
+        msg = f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
+        raise ConfigError(msg)
+    cfg = PRESETS[name]
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            msg = f"cannot read configuration file {str(path)!r}: {exc.strerror}"
+            raise ConfigError(msg) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"configuration file {str(path)!r} is not valid TOML: {exc}"
+            raise ConfigError(msg) from None
+        data.pop("preset", None)
+        cfg = Config.from_dict(data, base=cfg)
+    return cfg.with_overrides(overrides)
+
+
+PRESETS["default"] = PRESETS["notebook"]
