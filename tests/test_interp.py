@@ -1,0 +1,442 @@
+"""Tests of tilesky.kernels._interp: photutils parity and tiled == monolithic."""
+
+import warnings
+
+import numpy as np
+import pytest
+from astropy.utils.exceptions import AstropyDeprecationWarning
+from numpy.testing import assert_allclose, assert_array_equal
+from photutils.background import Background2D, BkgIDWInterpolator, MedianBackground
+from scipy.spatial import cKDTree
+
+from tilesky.kernels._interp import (
+    _spline_float64,
+    fill_depth,
+    fill_mesh_nans,
+    idw_depth,
+    idw_interpolate,
+    mesh_window,
+    spline_depth,
+    spline_interpolate,
+)
+
+
+def _mesh_shape(shape, box):
+    return tuple(-(-n // b) for n, b in zip(shape, box, strict=True))
+
+
+def _random_mesh(mesh_shape, *, nan_fraction=0.0, hole=None, seed=0):
+    """Smooth gradient plus noise; NaN at random cells and in a disk ``hole``."""
+    rng = np.random.default_rng(seed)
+    y, x = np.indices(mesh_shape)
+    mesh = 100.0 + 0.3 * y - 0.2 * x + rng.normal(size=mesh_shape)
+    mesh[rng.random(mesh_shape) < nan_fraction] = np.nan
+    if hole is not None:
+        (cy, cx), radius = hole
+        mesh[(y - cy) ** 2 + (x - cx) ** 2 <= radius**2] = np.nan
+    return mesh
+
+
+def _background2d(mesh, box, shape, interpolator=None):
+    """photutils Background2D whose box statistics are exactly ``mesh``.
+
+    Boxes are constant (the median is then exact) and NaN cells fully masked
+    (always excluded); no filtering, so the mesh reaches the interpolator as is.
+    """
+    expand = np.ones(box)
+    data = np.kron(np.nan_to_num(mesh), expand)[: shape[0], : shape[1]]
+    mask = np.kron(np.isnan(mesh), expand)[: shape[0], : shape[1]].astype(bool)
+    kwargs = {} if interpolator is None else {"interpolator": interpolator}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyDeprecationWarning)
+        bkg = Background2D(
+            data,
+            box,
+            mask=mask,
+            filter_size=(1, 1),
+            sigma_clip=None,
+            bkg_estimator=MedianBackground(),
+            exclude_percentile=100,
+            **kwargs,
+        )
+    assert_array_equal(bkg._bkg_stats, mesh)
+    return bkg
+
+
+def _centres(cells, box):
+    return cells * np.asarray(box) + (np.asarray(box) - 1) / 2.0
+
+
+def _kth_distances(query, points, k):
+    """Distances to the k-th and (k+1)-th nearest points, unbounded search."""
+    d, _ = cKDTree(points).query(query, k=k + 1)
+    return d[:, k - 1], d[:, k]
+
+
+def _oracle(query, points, values, *, k, power, reg, max_distance):
+    """Brute-force bounded, tie-inclusive IDW (the definition, in float64)."""
+    out = np.full(len(query), np.nan)
+    for start in range(0, len(query), 1024):
+        q = query[start : start + 1024]
+        d = np.sqrt(((q[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+        reach = d <= max_distance
+        count = reach.sum(1)
+        ranked = np.sort(np.where(reach, d, np.inf), axis=1)
+        kth = ranked[np.arange(len(q)), np.clip(np.minimum(count, k) - 1, 0, None)]
+        use = reach & (d <= kth[:, None])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(use, 1.0 / (d**power + reg), 0.0)
+            res = (w * values).sum(1) / w.sum(1)
+        on_centre = d.min(1) == 0.0
+        res[on_centre] = values[d.argmin(1)[on_centre]]
+        res[count == 0] = np.nan
+        out[start : start + len(q)] = res
+    return out
+
+
+def _pixels(shape):
+    return np.indices(shape).reshape(2, -1).T.astype(float)
+
+
+def _tiles(shape, tile):
+    for y in range(0, shape[0], tile[0]):
+        for x in range(0, shape[1], tile[1]):
+            yield (y, x), (min(tile[0], shape[0] - y), min(tile[1], shape[1] - x))
+
+
+def _run_tiled(shape, tile, box, depth, mesh, kernel, **kwargs):
+    """Run ``kernel`` tile by tile, each on its mesh block with halo ``depth``."""
+    out = np.full(shape, np.nan, dtype=np.float64)
+    for offset, tshape in _tiles(shape, tile):
+        win = mesh_window(
+            offset, tshape, box_size=box, depth=depth, mesh_shape=mesh.shape
+        )
+        block = kernel(
+            mesh[win],
+            box_size=box,
+            out_shape=tshape,
+            out_offset=offset,
+            mesh_offset=(win[0].start, win[1].start),
+            **kwargs,
+        )
+        out[offset[0] : offset[0] + tshape[0], offset[1] : offset[1] + tshape[1]] = (
+            block
+        )
+    return out.astype(block.dtype)
+
+
+def _spline64(
+    mesh,
+    *,
+    box_size,
+    out_shape,
+    out_offset=(0, 0),
+    mesh_offset=(0, 0),
+    mesh_global_shape,
+):
+    """The unclipped float64 spline behind spline_interpolate."""
+    return _spline_float64(
+        mesh, box_size, out_shape, out_offset, mesh_offset, mesh_global_shape
+    )
+
+
+# ----------------------------------------------------------------------------
+# fill_mesh_nans
+
+
+@pytest.mark.parametrize("max_distance", [16.0, 2.5])
+def test_fill_matches_photutils_without_ties(max_distance):
+    mesh = _random_mesh((40, 50), nan_fraction=0.3, hole=((20, 25), 5))
+    ours = fill_mesh_nans(mesh, max_distance=max_distance)
+    ref = _background2d(mesh, (4, 4), (160, 200))._interpolate_grid(mesh)
+
+    nan = np.isnan(mesh)
+    assert_array_equal(ours[~nan], mesh[~nan])
+    query, points = np.argwhere(nan), np.argwhere(~nan)
+    dk, dk1 = _kth_distances(query, points, 10)
+    comparable = (dk < dk1) & (dk <= max_distance)
+    assert comparable.sum() > 50
+    assert_allclose(ours[nan][comparable], ref[nan][comparable], rtol=1e-12)
+    # Ties and a short reach are the only places where the definitions differ.
+    differ = ~np.isclose(ours[nan], ref[nan], rtol=1e-12, equal_nan=True)
+    assert differ.any()
+    assert not (differ & comparable).any()
+
+
+def test_fill_matches_definition_everywhere():
+    mesh = _random_mesh((30, 35), nan_fraction=0.4, hole=((10, 20), 6))
+    for k, power, reg, max_distance in [(10, 1.0, 0.0, 4.0), (3, 2.0, 0.5, 7.0)]:
+        ours = fill_mesh_nans(
+            mesh,
+            n_neighbors=k,
+            power=power,
+            regularization=reg,
+            max_distance=max_distance,
+        )
+        nan = np.isnan(mesh)
+        ref = _oracle(
+            np.argwhere(nan).astype(float),
+            np.argwhere(~nan).astype(float),
+            mesh[~nan],
+            k=k,
+            power=power,
+            reg=reg,
+            max_distance=max_distance,
+        )
+        assert_allclose(ours[nan], ref, rtol=1e-12, equal_nan=True)
+
+
+def test_fill_keeps_dtype_and_input():
+    mesh = _random_mesh((12, 9), nan_fraction=0.3).astype(np.float32)
+    before = mesh.copy()
+    out = fill_mesh_nans(mesh)
+    assert out.dtype == np.float32
+    assert not np.isnan(out).any()
+    assert_array_equal(mesh, before)
+
+
+# ----------------------------------------------------------------------------
+# idw_interpolate
+
+
+@pytest.mark.parametrize(
+    ("shape", "box", "power"),
+    [((131, 97), (6, 6), 1.0), ((131, 97), (6, 6), 0.0), ((120, 110), (5, 7), 1.0)],
+)
+def test_idw_matches_photutils_without_ties(shape, box, power):
+    mesh = _random_mesh(_mesh_shape(shape, box), nan_fraction=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyDeprecationWarning)
+        interp = BkgIDWInterpolator(n_neighbors=20, power=power, regularization=30)
+    ref = _background2d(mesh, box, shape, interp).background
+    ours = idw_interpolate(
+        mesh,
+        box_size=box,
+        out_shape=shape,
+        n_neighbors=20,
+        power=power,
+        regularization=30,
+    )
+    assert ours.dtype == np.float32
+    assert ours.shape == shape
+
+    points = _centres(np.argwhere(~np.isnan(mesh)), box)
+    dk, dk1 = _kth_distances(_pixels(shape), points, 20)
+    comparable = ((dk < dk1) & (dk <= 16 * max(box))).reshape(shape)
+    assert comparable.mean() > 0.5
+    assert_allclose(ours[comparable], ref[comparable], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("box", "k", "power", "reg", "max_distance"),
+    [
+        ((6, 6), 20, 1.0, 30.0, 20.0),
+        ((5, 3), 4, 2.0, 0.0, 9.0),
+        ((3, 3), 1, 1.0, 0.0, 5.0),
+    ],
+)
+def test_idw_matches_definition_everywhere(box, k, power, reg, max_distance):
+    shape = (61, 47)
+    mesh = _random_mesh(_mesh_shape(shape, box), nan_fraction=0.3, hole=((5, 6), 3))
+    ours = idw_interpolate(
+        mesh,
+        box_size=box,
+        out_shape=shape,
+        n_neighbors=k,
+        power=power,
+        regularization=reg,
+        max_distance=max_distance,
+    )
+    valid = ~np.isnan(mesh)
+    ref = _oracle(
+        _pixels(shape),
+        _centres(np.argwhere(valid), box),
+        mesh[valid],
+        k=k,
+        power=power,
+        reg=reg,
+        max_distance=max_distance,
+    ).reshape(shape)
+    assert_allclose(ours, ref, rtol=1e-6, equal_nan=True)
+
+
+def test_idw_on_mesh_centres_and_constant_mesh():
+    box = (5, 3)  # odd: pixels on the mesh centres exist
+    mesh = _random_mesh((8, 9), nan_fraction=0.2)
+    out = idw_interpolate(mesh, box_size=box, out_shape=(40, 27), regularization=0)
+    valid = ~np.isnan(mesh)
+    assert_array_equal(out[2::5, 1::3][valid], mesh[valid].astype(np.float32))
+
+    const = np.where(valid, 7.3, np.nan)
+    out = idw_interpolate(const, box_size=box, out_shape=(40, 27), n_neighbors=20)
+    assert_array_equal(out, np.float32(7.3))
+
+
+# ----------------------------------------------------------------------------
+# spline_interpolate
+
+
+@pytest.mark.parametrize(
+    ("shape", "box"),
+    [
+        ((131, 97), (6, 6)),
+        ((100, 90), (5, 7)),
+        ((13, 11), (6, 6)),
+        ((251, 197), (3, 2)),
+    ],
+)
+def test_spline_matches_photutils_zoom(shape, box):
+    mesh = _random_mesh(_mesh_shape(shape, box))
+    ref = _background2d(mesh, box, shape).background
+    ours = spline_interpolate(
+        mesh,
+        box_size=box,
+        out_shape=shape,
+        mesh_global_shape=mesh.shape,
+        clip_range=(mesh.min(), mesh.max()),
+    )
+    assert ours.dtype == np.float32
+    assert_allclose(ours, ref, rtol=1e-6)
+
+
+def test_spline_constant_mesh_is_exact():
+    mesh = np.full((9, 8), 3.1)
+    out = spline_interpolate(
+        mesh,
+        box_size=4,
+        out_shape=(35, 30),
+        mesh_global_shape=mesh.shape,
+        clip_range=(3.1, 3.1),
+    )
+    assert_array_equal(out, np.float32(3.1))
+
+
+# ----------------------------------------------------------------------------
+# tiled == monolithic
+
+
+TILES = [(7, 5), (30, 24), (50, 41), (1000, 1000)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "box", "max_distance"),
+    [((131, 97), (6, 6), None), ((131, 97), (6, 6), 20.0), ((203, 151), (5, 3), 14.0)],
+)
+def test_idw_tiled_equals_monolithic(shape, box, max_distance):
+    mshape = _mesh_shape(shape, box)
+    mesh = _random_mesh(mshape, nan_fraction=0.3, hole=((10, 8), 4))
+    kwargs = {"n_neighbors": 20, "regularization": 30.0, "max_distance": max_distance}
+    mono = idw_interpolate(mesh, box_size=box, out_shape=shape, **kwargs)
+    depth = idw_depth(max_distance, box)
+    for tile in TILES:
+        tiled = _run_tiled(shape, tile, box, depth, mesh, idw_interpolate, **kwargs)
+        assert_array_equal(tiled, mono)
+
+
+@pytest.mark.parametrize("max_distance", [16.0, 3.5])
+def test_fill_tiled_equals_monolithic(max_distance):
+    mesh = _random_mesh((41, 37), nan_fraction=0.4, hole=((20, 15), 6))
+    mono = fill_mesh_nans(mesh, max_distance=max_distance)
+    depth = fill_depth(max_distance)
+    for tile in [(1, 1), (3, 4), (7, 11), (100, 100)]:
+        tiled = np.full(mesh.shape, -1.0)
+        for (y, x), (ty, tx) in _tiles(mesh.shape, tile):
+            win = mesh_window(
+                (y, x), (ty, tx), box_size=1, depth=depth, mesh_shape=mesh.shape
+            )
+            block = fill_mesh_nans(mesh[win], max_distance=max_distance)
+            oy, ox = y - win[0].start, x - win[1].start
+            tiled[y : y + ty, x : x + tx] = block[oy : oy + ty, ox : ox + tx]
+        assert_array_equal(tiled, mono)
+
+
+@pytest.mark.parametrize(("shape", "box"), [((131, 97), (6, 6)), ((251, 197), (3, 2))])
+def test_spline_tiled_equals_monolithic(shape, box):
+    mshape = _mesh_shape(shape, box)
+    mesh = _random_mesh(mshape)
+    clip = (mesh.min(), mesh.max())
+    kwargs = {"mesh_global_shape": mshape}
+    mono = spline_interpolate(
+        mesh, box_size=box, out_shape=shape, clip_range=clip, **kwargs
+    )
+    mono64 = _spline64(mesh, box_size=box, out_shape=shape, **kwargs)
+    depth = spline_depth()
+    for tile in TILES:
+        tiled = _run_tiled(
+            shape, tile, box, depth, mesh, spline_interpolate, clip_range=clip, **kwargs
+        )
+        assert_allclose(tiled, mono, rtol=1e-6)
+        # The halo's truncation error, before float32 rounding hides it.
+        tiled64 = _run_tiled(shape, tile, box, depth, mesh, _spline64, **kwargs)
+        assert np.abs(tiled64 - mono64).max() < 1e-12 * np.ptp(mesh)
+
+
+# ----------------------------------------------------------------------------
+# holes bigger than the reach
+
+
+def test_large_holes_nan_only_out_of_reach():
+    box, shape = (4, 4), (240, 236)
+    mshape = _mesh_shape(shape, box)
+    mesh = _random_mesh(mshape, nan_fraction=0.1, hole=((30, 30), 15))
+    mesh[:, 50:] = np.nan  # a band wider than the reach at the edge
+    valid = ~np.isnan(mesh)
+
+    max_px = 8.0 * 4
+    out = idw_interpolate(
+        mesh, box_size=box, out_shape=shape, n_neighbors=20, max_distance=max_px
+    )
+    nearest, _ = cKDTree(_centres(np.argwhere(valid), box)).query(_pixels(shape))
+    out_of_reach = (nearest > max_px).reshape(shape)
+    assert out_of_reach.any() and not out_of_reach.all()
+    assert_array_equal(np.isnan(out), out_of_reach)
+
+    max_cells = 8.0
+    filled = fill_mesh_nans(mesh, max_distance=max_cells)
+    nearest, _ = cKDTree(np.argwhere(valid)).query(np.argwhere(np.ones(mshape)))
+    out_of_reach = (nearest > max_cells).reshape(mshape)
+    assert out_of_reach.any()
+    assert_array_equal(np.isnan(filled), out_of_reach)
+
+
+# ----------------------------------------------------------------------------
+# depths and errors
+
+
+def test_depths():
+    assert fill_depth(16.0) == 16
+    assert idw_depth(96.0, 6) == 16
+    assert idw_depth(None, (6, 6)) == 16
+    assert idw_depth(20.0, (5, 3)) == 7
+    assert spline_depth() == 26
+
+
+def test_errors():
+    mesh = _random_mesh((10, 10))
+    with pytest.raises(ValueError, match="n_neighbors"):
+        fill_mesh_nans(mesh, n_neighbors=0)
+    with pytest.raises(ValueError, match="max_distance"):
+        fill_mesh_nans(mesh, max_distance=np.inf)
+    with pytest.raises(ValueError, match="regularization"):
+        idw_interpolate(mesh, box_size=4, out_shape=(8, 8), regularization=-1)
+    with pytest.raises(ValueError, match="box_size"):
+        idw_interpolate(mesh, box_size=(4, 0), out_shape=(8, 8))
+    with pytest.raises(ValueError, match="mesh_window"):
+        idw_interpolate(mesh[2:], box_size=4, out_shape=(8, 8), mesh_offset=(2, 0))
+    with pytest.raises(ValueError, match="spline halo"):
+        big = _random_mesh((80, 80))
+        spline_interpolate(
+            big[30:40, 30:40],
+            box_size=2,
+            out_shape=(4, 4),
+            out_offset=(70, 70),
+            mesh_offset=(30, 30),
+            mesh_global_shape=big.shape,
+        )
+    with pytest.raises(ValueError, match="fill_mesh_nans"):
+        spline_interpolate(
+            np.where(mesh > 101, np.nan, mesh),
+            box_size=2,
+            out_shape=(20, 20),
+            mesh_global_shape=mesh.shape,
+        )
