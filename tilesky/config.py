@@ -154,7 +154,7 @@ class MeshConfig:
     n_neighbors: int = 20
     power: float = 0.0
     regularization: float = 30.0
-    max_distance: float = 8.0
+    max_distance: float = 16.0
     fill_n_neighbors: int = 10
 
     def __post_init__(self) -> None:

@@ -1,0 +1,151 @@
+"""The command line: simulate -> run on a real local cluster, and bad input."""
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from astropy.io import fits
+
+from tilesky import estimate_background
+from tilesky.cli import main
+from tilesky.store import StoreError, open_run
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "scene.zarr"
+    code = main(
+        [
+            "simulate",
+            str(out),
+            "--shape",
+            "330",
+            "390",
+            "--seed",
+            "1",
+            "--chunks",
+            "150",
+            "--scheduler",
+            "threads",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert "tilesky" in capsys.readouterr().out
+
+
+def test_run_on_local_cluster_equals_monolithic(sim, tmp_path, capsys):
+    out = tmp_path / "run.zarr"
+    code = main(["run", str(sim), str(out), "--chunks", "150", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "dashboard: http://127.0.0.1:" in err
+    ds = open_run(str(out))
+    assert ds.attrs["tilesky_status"] == "complete"
+    assert ds.attrs["input"]["kind"] == "zarr"
+    scene = xr.open_zarr(sim).scene.values
+    mono = estimate_background(scene)
+    assert np.array_equal(ds.mask.values, mono.mask.values)
+    np.testing.assert_array_equal(ds.background.values, mono.background.values)
+    np.testing.assert_array_equal(
+        ds.background_mesh.values, mono.background_mesh.values
+    )
+    assert "_work" not in zarr.open_group(str(out), mode="r")
+
+
+def _assert_one_line_error(code, capsys, pattern):
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tilesky: error:")
+    assert pattern in lines[0], lines[0]
+
+
+def test_existing_output_needs_overwrite(sim, tmp_path, capsys):
+    out = tmp_path / "run.zarr"
+    assert main(["run", str(sim), str(out), "--scheduler", "threads"]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in out.iterdir())
+    code = main(["run", str(sim), str(out), "--scheduler", "threads"])
+    _assert_one_line_error(code, capsys, "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert (
+        main(["run", str(sim), str(out), "--scheduler", "threads", "--overwrite"]) == 0
+    )
+
+
+def test_bad_inputs_give_one_line(tmp_path, capsys):
+    code = main(
+        [
+            "run",
+            str(tmp_path / "missing.fits"),
+            str(tmp_path / "o.zarr"),
+            "--scheduler",
+            "threads",
+        ]
+    )
+    _assert_one_line_error(code, capsys, "missing.fits")
+    assert not (tmp_path / "o.zarr").exists()
+
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((3, 40, 40), np.float32)).writeto(cube)
+    code = main(["run", str(cube), str(tmp_path / "o.zarr"), "--scheduler", "threads"])
+    _assert_one_line_error(code, capsys, "2-D")
+
+    table = tmp_path / "table.fits"
+    hdul = fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])]),
+        ]
+    )
+    hdul.writeto(table)
+    code = main(
+        [
+            "run",
+            str(table),
+            str(tmp_path / "o.zarr"),
+            "--scheduler",
+            "threads",
+            "--hdu",
+            "1",
+        ]
+    )
+    _assert_one_line_error(code, capsys, "image")
+    assert not (tmp_path / "o.zarr").exists()
+
+    code = main(
+        [
+            "run",
+            str(cube),
+            str(tmp_path / "o.zarr"),
+            "--set",
+            "final_mesh.filter_size=4",
+        ]
+    )
+    _assert_one_line_error(code, capsys, "filter_size must be odd")
+
+
+def test_all_nan_image_fails_and_leaves_nothing(tmp_path, capsys):
+    img = tmp_path / "nan.fits"
+    fits.PrimaryHDU(np.full((90, 90), np.nan, np.float32)).writeto(img)
+    out = tmp_path / "o.zarr"
+    code = main(["run", str(img), str(out), "--scheduler", "threads"])
+    _assert_one_line_error(code, capsys, "no finite pixels")
+    assert not out.exists()
+
+
+def test_unfinished_store_is_never_read_as_finished(tmp_path):
+    out = tmp_path / "o.zarr"
+    group = zarr.open_group(str(out), mode="w")
+    group.attrs["tilesky_status"] = "running"
+    with pytest.raises(StoreError, match="did not finish"):
+        open_run(str(out))

@@ -1,0 +1,328 @@
+"""Command line: ``tilesky run | simulate | demo``.
+
+Errors a user can fix print one line on stderr and exit 1; usage errors exit
+2 (argparse). ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tilesky._version import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("tilesky")
+
+
+def _chunks(value: str) -> int | tuple[int, int]:
+    parts = value.replace("x", ",").split(",")
+    try:
+        nums = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        msg = f"--chunks expects N or NY,NX (integers), got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if len(nums) not in (1, 2) or min(nums) < 1:
+        msg = f"--chunks expects N or NY,NX (positive integers), got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return nums[0] if len(nums) == 1 else (nums[0], nums[1])
+
+
+def _add_execution(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="tcp://HOST:PORT of a running Dask scheduler, a scheduler file, or "
+        "'threads' for no cluster (default: start a local cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the local cluster (default: one per core)",
+    )
+    p.add_argument(
+        "--chunks",
+        type=_chunks,
+        metavar="N",
+        help="tile size in pixels, N or NY,NX (rounded up to a multiple of "
+        "the mesh boxes; default 1020)",
+    )
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option for URLs (repeatable), e.g. "
+        "endpoint_url=http://127.0.0.1:9000",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tilesky",
+        description="Tiled sky-background estimation for large astronomical images.",
+    )
+    parser.add_argument("--version", action="version", version=f"tilesky {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logging"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="estimate the background of an image into a run store",
+        description="Estimate the background of IN (Zarr, FITS, path or URL) and "
+        "write background, background_rms, mask, subtracted and the mesh maps to the "
+        "Zarr group OUT.",
+    )
+    run.add_argument("input", metavar="IN")
+    run.add_argument("output", metavar="OUT")
+    run.add_argument("--config", metavar="FILE.toml", help="configuration file")
+    run.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="starting configuration: 'default' or 'notebook'",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one parameter, e.g. final_mesh.box_size=8 (repeatable)",
+    )
+    run.add_argument(
+        "--variable",
+        metavar="NAME",
+        help="array of a Zarr group to read (default: the scene)",
+    )
+    run.add_argument("--hdu", metavar="N|NAME", help="FITS HDU index or EXTNAME")
+    run.add_argument(
+        "--mask",
+        metavar="FILE",
+        help="user mask (FITS/Zarr, same shape; non-zero = ignore the pixel)",
+    )
+    run.add_argument(
+        "--weight",
+        metavar="FILE",
+        help="weight or exposure map (same shape; zero = no coverage)",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists"
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run in OUT, recomputing only what is missing",
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress bars on stderr (default: when stderr is a terminal)",
+    )
+    _add_execution(run)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="make the reference notebook's scene (with its truth) at any size",
+        description="Write a simulated scene (gradient + sinc blemishes + noise + "
+        "Gaussian sources), its truth, the noisy sky and the source catalogue to a "
+        "Zarr group, tile by tile.",
+    )
+    sim.add_argument("output", metavar="OUT.zarr")
+    sim.add_argument(
+        "--shape", type=int, nargs=2, default=[2000, 2000], metavar=("NY", "NX")
+    )
+    sim.add_argument("--seed", type=int, default=4)
+    sim.add_argument("--overwrite", action="store_true")
+    _add_execution(sim)
+
+    export = sub.add_parser(
+        "export",
+        help="write a finished run's maps as FITS files with the input's WCS",
+        description="Write background.fits, rms.fits, mask.fits and subtracted.fits "
+        "from the run store RUN into DIR, with the input's celestial WCS, band by "
+        "band.",
+    )
+    export.add_argument("run", metavar="RUN.zarr")
+    export.add_argument("--fits", required=True, metavar="DIR", dest="fits_dir")
+    export.add_argument("--overwrite", action="store_true")
+    export.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE"
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="simulate the notebook scene and run the pipeline on it",
+        description="Simulate the notebook scene (2000x2000, seed 4) to "
+        "DIR/demo_input.zarr, run the default pipeline on a local cluster into "
+        "DIR/demo.zarr.",
+    )
+    demo.add_argument("--dir", default=".", metavar="DIR")
+    demo.add_argument("--size", type=int, default=2000, metavar="N")
+    demo.add_argument("--seed", type=int, default=4)
+    _add_execution(demo)
+    return parser
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _storage_options(args) -> dict:
+    from tilesky.io import parse_storage_options
+
+    return parse_storage_options(args.storage_option)
+
+
+def _cmd_run(args) -> int:
+    from tilesky._dispatch import resolve_config, run_to_store
+    from tilesky._progress import show_progress
+    from tilesky.cluster import execution
+
+    cfg = resolve_config(args.config, preset=args.preset, overrides=args.overrides)
+    opts = _storage_options(args)
+    hdu = args.hdu
+    if hdu is not None and hdu.isdigit():
+        hdu = int(hdu)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    start = time.perf_counter()
+    with (
+        execution(args.scheduler, n_workers=args.workers, announce=_say),
+        show_progress(progress),
+    ):
+        store = run_to_store(
+            args.input,
+            args.output,
+            config=cfg,
+            chunks=args.chunks,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            variable=args.variable,
+            hdu=hdu,
+            mask=args.mask,
+            weight=args.weight,
+            storage_options=opts,
+            out_storage_options=opts,
+        )
+    _say(
+        f"tilesky: wrote {args.output} in {time.perf_counter() - start:.1f} s "
+        f"({store.blocks_written} blocks written, {store.blocks_skipped} reused)"
+    )
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from tilesky.cluster import execution
+    from tilesky.simulate import write_simulation
+
+    opts = _storage_options(args)
+    start = time.perf_counter()
+    with execution(args.scheduler, n_workers=args.workers, announce=_say):
+        write_simulation(
+            args.output,
+            shape=tuple(args.shape),
+            seed=args.seed,
+            chunks=args.chunks or 1000,
+            storage_options=opts or None,
+            overwrite=args.overwrite,
+        )
+    _say(
+        f"tilesky: simulated {args.shape[0]}x{args.shape[1]} scene (seed {args.seed}) "
+        f"to {args.output} in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from tilesky._dispatch import resolve_config, run_to_store
+    from tilesky.cluster import execution
+    from tilesky.simulate import write_simulation
+
+    out_dir = Path(args.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scene = out_dir / "demo_input.zarr"
+    run = out_dir / "demo.zarr"
+    cfg = resolve_config(None)
+    start = time.perf_counter()
+    with execution(args.scheduler, n_workers=args.workers, announce=_say):
+        write_simulation(
+            str(scene),
+            shape=(args.size, args.size),
+            seed=args.seed,
+            chunks=args.chunks or 1000,
+            overwrite=True,
+        )
+        _say(f"tilesky: simulated the notebook scene to {scene}")
+        run_to_store(
+            str(scene), str(run), config=cfg, chunks=args.chunks, overwrite=True
+        )
+    _say(f"tilesky: wrote {run} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from tilesky.export import export_fits
+
+    paths = export_fits(
+        args.run,
+        args.fits_dir,
+        overwrite=args.overwrite,
+        storage_options=_storage_options(args) or None,
+    )
+    _say(f"tilesky: wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "simulate": _cmd_simulate,
+    "demo": _cmd_demo,
+    "export": _cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tilesky`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="tilesky: %(message)s",
+    )
+    from tilesky.errors import USER_ERRORS
+
+    try:
+        return _COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _say(f"tilesky: error: {_one_line(exc)}")
+        return 1
+    except KeyboardInterrupt:
+        _say("tilesky: interrupted; an unfinished run can be continued with --resume")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        _say(
+            f"tilesky: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(run with --debug for the traceback)"
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Where the graph runs: a local cluster, an existing scheduler, or threads.
+
+* ``scheduler=None``: a :class:`distributed.LocalCluster` sized to the
+  machine (one worker process per core, one thread each), scheduler and
+  dashboard bound to 127.0.0.1 (an unauthenticated scheduler must not listen
+  on every interface unless asked to, with ``host="0.0.0.0"``).
+* ``"tcp://HOST:PORT"`` (or ``tls://``): connect to a running scheduler;
+  TLS settings come from dask's own configuration (``distributed.comm.tls``).
+* a path to a scheduler file (as written by ``dask scheduler
+  --scheduler-file``).
+* ``"threads"``: no cluster, dask's threaded scheduler in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dask
+
+__all__ = ["ClusterError", "ExecutionContext", "execution"]
+
+log = logging.getLogger("tilesky")
+
+
+class ClusterError(RuntimeError):
+    """The scheduler cannot be reached or started."""
+
+
+@dataclass
+class ExecutionContext:
+    """What :func:`execution` set up."""
+
+    kind: str
+    client: object | None = None
+    dashboard_link: str | None = None
+
+
+def _cpu_count() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:
+        return max(os.cpu_count() or 1, 1)
+
+
+@contextlib.contextmanager
+def execution(
+    scheduler: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | None = "auto",
+    host: str = "127.0.0.1",
+    dashboard: bool = True,
+    announce=None,
+) -> Iterator[ExecutionContext]:
+    """Context in which dask computations run where the user asked.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        ``None`` (local cluster), ``"threads"``, ``"tcp://..."`` / ``"tls://..."``,
+        or a scheduler-file path.
+    n_workers : int, optional
+        Worker processes of the local cluster (default: one per core).
+    threads_per_worker : int
+        Threads per local worker.
+    host : str
+        Interface the local scheduler and dashboard bind to.
+    announce : callable, optional
+        Called with a one-line message (e.g. the dashboard address).
+    """
+    say = announce or (lambda msg: print(msg, file=sys.stderr))
+    if scheduler == "threads":
+        with dask.config.set(scheduler="threads"):
+            yield ExecutionContext("threads")
+        return
+
+    from distributed import Client, LocalCluster
+
+    if scheduler is None:
+        workers = n_workers or _cpu_count()
+        try:
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host=host,
+                dashboard_address=f"{host}:0" if dashboard else None,
+                memory_limit=memory_limit,
+                silence_logs=logging.ERROR,
+            )
+        except Exception as exc:
+            msg = f"cannot start a local Dask cluster: {exc}"
+            raise ClusterError(msg) from None
+        client = Client(cluster)
+        link = client.dashboard_link if dashboard else None
+        say(
+            f"tilesky: local cluster with {workers} worker process(es)"
+            + (f"; dashboard: {link}" if link else "")
+        )
+        try:
+            yield ExecutionContext("local", client, link)
+        finally:
+            client.close()
+            cluster.close()
+        return
+
+    kw: dict = {}
+    if "://" in scheduler:
+        kw["address"] = scheduler
+    elif os.path.exists(scheduler):
+        kw["scheduler_file"] = scheduler
+    else:
+        msg = (
+            f"--scheduler {scheduler!r} is neither 'threads', an address like "
+            "tcp://HOST:PORT, nor an existing scheduler file"
+        )
+        raise ClusterError(msg)
+    try:
+        client = Client(timeout="10s", **kw)
+    except Exception as exc:
+        msg = f"cannot connect to the Dask scheduler at {scheduler}: {exc}"
+        raise ClusterError(msg) from None
+    link = client.dashboard_link
+    say(f"tilesky: connected to {scheduler}; dashboard: {link}")
+    try:
+        yield ExecutionContext("remote", client, link)
+    finally:
+        client.close()

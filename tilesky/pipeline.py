@@ -1,0 +1,487 @@
+"""The background pipeline: the notebook's stages, once, for any backend.
+
+Stages (names as in the reference notebook and the design brief):
+
+1. ring median of the scene;
+2. first mask: ``scene - ring`` smoothed, thresholded at ``n_sigma`` times
+   its noise, dilated;
+3. mesh background (Background2D semantics) with the first mask;
+4. ``n_rounds`` times: multi-scale masks on ``scene - background``, then the
+   final background (mesh, or the smooth masked fit) with that mask.
+
+The same code drives :class:`~tilesky.tiled.stages.WholeImage` (the
+monolithic reference) and :class:`~tilesky.tiled.stages.Tiled` (dask).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tilesky.config import Config, MeshConfig
+from tilesky.estimators import make_estimator, make_sigma_clip
+from tilesky.kernels._interp import (
+    fill_depth,
+    fill_mesh_nans,
+    idw_depth,
+    idw_interpolate,
+    spline_depth,
+    spline_interpolate,
+)
+from tilesky.kernels._mask import (
+    dilate_depth,
+    dilate_mask,
+    fwhm_to_sigma,
+    gaussian_depth,
+    size_filter,
+    size_filter_depth,
+    smooth,
+)
+from tilesky.kernels._mesh import filter_depth, filter_mesh, mesh_statistics
+from tilesky.kernels._noise import clip_bounds, moments
+from tilesky.kernels._ring import ring_depth, ring_median
+from tilesky.kernels._smoothfit import smoothfit, smoothfit_depth
+
+__all__ = ["PipelineError", "PipelineResult", "run_pipeline"]
+
+log = logging.getLogger("tilesky")
+
+
+class PipelineError(ValueError):
+    """The data cannot give a background with this configuration."""
+
+
+@dataclass
+class PipelineResult:
+    """Arrays (numpy or dask) and scalars produced by one pipeline run."""
+
+    arrays: dict[str, Any] = field(default_factory=dict)
+    mesh_arrays: dict[str, Any] = field(default_factory=dict)
+    first_mesh_arrays: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- stage kernels (module-level so they pickle to workers) ---------------
+
+
+def _difference(scene, ring):
+    return (scene.astype(np.float32) - ring).astype(np.float32)
+
+
+def _first_mask(smoothed, noise=None, *, n_sigma, radius, level=None):
+    noise = level if noise is None else noise
+    with np.errstate(invalid="ignore"):
+        detected = np.isfinite(smoothed) & (smoothed > n_sigma * noise)
+    return dilate_mask(detected, radius)
+
+
+def _scale_mask(
+    residual,
+    noise=None,
+    *,
+    sigma,
+    truncate,
+    n_sigma,
+    n_pixels,
+    radius,
+    level=None,
+):
+    noise = level if noise is None else noise
+    smoothed = smooth(residual, sigma, truncate=truncate)
+    with np.errstate(invalid="ignore"):
+        detected = np.isfinite(smoothed) & (smoothed > n_sigma * noise)
+    return dilate_mask(size_filter(detected, n_pixels), radius)
+
+
+def _or_masks(*masks):
+    out = masks[0].copy()
+    for m in masks[1:]:
+        out |= m
+    return out
+
+
+def _filter_pair(mesh, threshold_mesh, *, filter_size, filter_threshold, global_min):
+    return filter_mesh(
+        mesh,
+        filter_size=filter_size,
+        filter_threshold=filter_threshold,
+        threshold_mesh=threshold_mesh,
+        global_min=global_min,
+    ).astype(np.float32)
+
+
+def _restore_excluded(filtered, raw):
+    return np.where(np.isnan(raw), np.float32(np.nan), filtered).astype(np.float32)
+
+
+def _with_coverage(values, scene):
+    return np.where(np.isfinite(scene), values, np.float32(np.nan)).astype(np.float32)
+
+
+def _subtract(scene, background):
+    return (scene - background).astype(np.float32)
+
+
+def _fill_from(primary, fallback):
+    return np.where(np.isnan(primary), fallback, primary).astype(np.float32)
+
+
+def _smoothfit_kernel(scene, mask, *, scale, order, truncate):
+    return smoothfit(scene, mask, scale=scale, order=order, truncate=truncate)
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def _global_noise(backend, array, *, clip: float | None, maxiters: int = 10, mask=None):
+    """Standard deviation of ``array``'s finite pixels, optionally sigma-clipped.
+
+    Clipping is about the mean (each pass is one exact reduction) and stops
+    when an iteration keeps the same pixels or after ``maxiters`` passes.
+    """
+    n, mean, std = moments(backend.moments(array, mask=mask))
+    if n == 0:
+        msg = "no finite, unmasked pixels left to estimate the noise from"
+        raise PipelineError(msg)
+    if clip is not None:
+        for _ in range(maxiters):
+            lo, hi = clip_bounds(mean, std, clip)
+            n2, mean2, std2 = moments(
+                backend.moments(array, lower=lo, upper=hi, mask=mask)
+            )
+            if n2 == n or n2 == 0:
+                break
+            n, mean, std = n2, mean2, std2
+    if not std > 0:
+        msg = "the noise of the image is zero: a constant image has no sky to estimate"
+        raise PipelineError(msg)
+    return {"count": n, "mean": mean, "std": std}
+
+
+def _mesh_background(backend, image, mask, m: MeshConfig, *, shape, chunks, label):
+    """Background2D-like mesh stage: stats, fill, filter, interpolate."""
+    stats_kw = {
+        "exclude_percentile": m.exclude_percentile,
+        "sigma_clip": make_sigma_clip(m.sigma_clip, m.sigma_clip_maxiters),
+        "bkg_estimator": make_estimator(m.bkg_estimator, "bkg"),
+        "bkg_rms_estimator": make_estimator(m.bkg_rms_estimator, "rms"),
+    }
+    bkg_raw, rms_raw, n_good = backend.mesh_stats(
+        mesh_statistics, image, mask, box_size=m.box_size, name="mesh-stats", **stats_kw
+    )
+    bkg_raw = backend.checkpoint(f"{label}_bkg_raw", bkg_raw)
+    rms_raw = backend.checkpoint(f"{label}_rms_raw", rms_raw)
+    global_min = backend.nanmin(bkg_raw)
+    if math.isnan(global_min):
+        threshold = (1 - m.exclude_percentile / 100.0) * m.box_size[0] * m.box_size[1]
+        msg = (
+            f"every mesh box of the {label} stage has <= {threshold:g} usable pixels "
+            f"(box_size={m.box_size}, exclude_percentile={m.exclude_percentile}); "
+            "raise exclude_percentile or check the mask and coverage"
+        )
+        raise PipelineError(msg)
+    fill = functools.partial(
+        fill_mesh_nans,
+        n_neighbors=m.fill_n_neighbors,
+        power=1.0,
+        regularization=0.0,
+        max_distance=m.max_distance,
+    )
+    fdepth = fill_depth(m.max_distance)
+    bkg_f = backend.local(
+        fill, [bkg_raw], depth=fdepth, dtype=np.float32, name="mesh-fill"
+    )
+    rms_f = backend.local(
+        fill, [rms_raw], depth=fdepth, dtype=np.float32, name="mesh-fill"
+    )
+    filt = functools.partial(
+        _filter_pair,
+        filter_size=m.filter_size,
+        filter_threshold=m.filter_threshold,
+        global_min=global_min,
+    )
+    depth = filter_depth(m.filter_size)
+    bkg_mesh = backend.local(
+        filt, [bkg_f, bkg_f], depth=depth, dtype=np.float32, name="mesh-filter"
+    )
+    rms_mesh = backend.local(
+        filt, [rms_f, bkg_f], depth=depth, dtype=np.float32, name="mesh-filter"
+    )
+    bkg_mesh = backend.checkpoint(f"{label}_bkg_mesh", bkg_mesh)
+    rms_mesh = backend.checkpoint(f"{label}_rms_mesh", rms_mesh)
+
+    to_pix = {"chunks": chunks} if backend.tiled else {}
+    if m.interpolator == "idw":
+        # max_distance is configured in boxes; the pixel kernel takes pixels.
+        reach = m.max_distance * max(m.box_size)
+        interp = functools.partial(
+            idw_interpolate,
+            box_size=m.box_size,
+            n_neighbors=m.n_neighbors,
+            power=m.power,
+            regularization=m.regularization,
+            max_distance=reach,
+        )
+        depth = idw_depth(reach, m.box_size)
+        sources = [
+            backend.local(
+                _restore_excluded,
+                [mesh, bkg_raw],
+                depth=0,
+                dtype=np.float32,
+                name="mesh-restore",
+            )
+            for mesh in (bkg_mesh, rms_mesh)
+        ]
+    else:
+        interp = None
+        depth = spline_depth()
+        sources = [bkg_mesh, rms_mesh]
+    maps = []
+    for src in sources:
+        if interp is None:
+            func = functools.partial(
+                spline_interpolate,
+                box_size=m.box_size,
+                mesh_global_shape=tuple(bkg_mesh.shape),
+                clip_range=(backend.nanmin(src), backend.nanmax(src)),
+            )
+        else:
+            func = interp
+        maps.append(
+            backend.to_pixels(
+                func,
+                [src],
+                box_size=m.box_size,
+                depth=depth,
+                shape=shape,
+                dtype=np.float32,
+                name="interpolate",
+                **to_pix,
+            )
+        )
+    meshes = {
+        "background_mesh": bkg_mesh,
+        "background_rms_mesh": rms_mesh,
+        "n_pixels_mesh": n_good,
+    }
+    return maps[0], maps[1], meshes
+
+
+def run_pipeline(
+    scene, config: Config, backend, *, coverage_mask=None
+) -> PipelineResult:
+    """Run every stage of ``config`` on ``scene`` with ``backend``.
+
+    Parameters
+    ----------
+    scene : 2-D numpy or dask array (float32)
+        Non-finite pixels are no coverage.
+    config : Config
+    backend : WholeImage or Tiled
+    coverage_mask : 2-D bool array, optional
+        True where pixels must be ignored (user mask); they are treated as
+        masked in every stage but still receive a background.
+
+    Returns
+    -------
+    PipelineResult
+    """
+    cfg = config
+    result = PipelineResult()
+    shape = tuple(int(s) for s in scene.shape)
+    chunks = getattr(scene, "chunks", None)
+    t0 = time.perf_counter()
+
+    def lap(name):
+        nonlocal t0
+        now = time.perf_counter()
+        result.timings[name] = round(now - t0, 4)
+        t0 = now
+
+    if not backend.any(np.isfinite(scene)):
+        msg = "the image has no finite pixels (all NaN or inf): nothing to estimate"
+        raise PipelineError(msg)
+
+    # 1. ring median and the first mask
+    ring = backend.local(
+        functools.partial(
+            ring_median, radius_in=cfg.ring.radius_in, width=cfg.ring.width
+        ),
+        [scene],
+        depth=ring_depth(cfg.ring.radius_in, cfg.ring.width),
+        dtype=np.float32,
+        name="ring-median",
+    )
+    diff = backend.local(
+        _difference, [scene, ring], depth=0, dtype=np.float32, name="ring-difference"
+    )
+    fm = cfg.first_mask
+    smoothed = backend.local(
+        functools.partial(smooth, sigma=fm.smooth_sigma, truncate=cfg.smooth_truncate),
+        [diff],
+        depth=gaussian_depth(fm.smooth_sigma, cfg.smooth_truncate),
+        dtype=np.float32,
+        name="source-mask",
+    )
+    smoothed = backend.checkpoint("first_smoothed", smoothed)
+    lap("ring_median")
+
+    first_kw = {"n_sigma": fm.n_sigma, "radius": fm.dilate_radius}
+    if cfg.noise_mode == "global":
+        noise = _global_noise(backend, smoothed, clip=fm.noise_sigma_clip)
+        result.noise["first_mask"] = noise
+        mask_inputs = [smoothed]
+        first_kw["level"] = noise["std"]
+    else:
+        _, local_rms, _ = _mesh_background(
+            backend,
+            smoothed,
+            None,
+            cfg.first_mesh,
+            shape=shape,
+            chunks=chunks,
+            label="first_noise",
+        )
+        mask_inputs = [smoothed, local_rms]
+    mask = backend.local(
+        functools.partial(_first_mask, **first_kw),
+        mask_inputs,
+        depth=dilate_depth(fm.dilate_radius),
+        dtype=bool,
+        name="source-mask",
+    )
+    if coverage_mask is not None:
+        mask = backend.local(
+            _or_masks, [mask, coverage_mask], depth=0, dtype=bool, name="source-mask"
+        )
+    mask = backend.checkpoint("first_mask", mask)
+    lap("first_mask")
+
+    # 2. first mesh background
+    background, background_rms, meshes = _mesh_background(
+        backend, scene, mask, cfg.first_mesh, shape=shape, chunks=chunks, label="first"
+    )
+    background = backend.checkpoint("first_background", background)
+    background_rms = backend.checkpoint("first_background_rms", background_rms)
+    result.first_mesh_arrays = meshes
+    lap("first_mesh")
+
+    # 3. rounds of multi-scale masks and final background
+    sm = cfg.source_mask
+    for rnd in range(cfg.n_rounds):
+        residual = backend.local(
+            _subtract, [scene, background], depth=0, dtype=np.float32, name="residual"
+        )
+        if cfg.noise_mode == "global":
+            noise = _global_noise(backend, residual, clip=sm.noise_sigma_clip)
+            result.noise[f"source_mask_round{rnd + 1}"] = noise
+            noise_inputs: list = []
+            level = noise["std"]
+        else:
+            noise_inputs = [background_rms]
+            level = None
+        scale_masks = []
+        for fwhm, radius in zip(sm.fwhm, sm.tophat_radius, strict=True):
+            sigma = fwhm_to_sigma(fwhm)
+            depth = (
+                gaussian_depth(sigma, cfg.smooth_truncate)
+                + size_filter_depth(sm.n_pixels)
+                + dilate_depth(radius)
+            )
+            scale_masks.append(
+                backend.local(
+                    functools.partial(
+                        _scale_mask,
+                        sigma=sigma,
+                        truncate=cfg.smooth_truncate,
+                        n_sigma=sm.n_sigma,
+                        n_pixels=sm.n_pixels,
+                        radius=radius,
+                        level=level,
+                    ),
+                    [residual, *noise_inputs],
+                    depth=depth,
+                    dtype=bool,
+                    name="source-mask",
+                )
+            )
+        if coverage_mask is not None:
+            scale_masks.append(coverage_mask)
+        mask = backend.local(
+            _or_masks, scale_masks, depth=0, dtype=bool, name="source-mask"
+        )
+        mask = backend.checkpoint(f"mask_round{rnd + 1}", mask)
+
+        if cfg.final_method == "mesh":
+            background, background_rms, meshes = _mesh_background(
+                backend,
+                scene,
+                mask,
+                cfg.final_mesh,
+                shape=shape,
+                chunks=chunks,
+                label=f"round{rnd + 1}",
+            )
+        else:
+            sf = cfg.smoothfit
+            mesh_background, background_rms, meshes = _mesh_background(
+                backend,
+                scene,
+                mask,
+                cfg.final_mesh,
+                shape=shape,
+                chunks=chunks,
+                label=f"round{rnd + 1}",
+            )
+            fit = backend.local(
+                functools.partial(
+                    _smoothfit_kernel,
+                    scale=sf.scale,
+                    order=sf.order,
+                    truncate=sf.truncate,
+                ),
+                [scene, mask],
+                depth=smoothfit_depth(sf.scale, sf.truncate),
+                dtype=np.float32,
+                name="smoothfit",
+            )
+            # Where a masked region is wider than the fit window the fit has
+            # no data; the mesh background (wider reach) takes over there.
+            background = backend.local(
+                _fill_from,
+                [fit, mesh_background],
+                depth=0,
+                dtype=np.float32,
+                name="smoothfit",
+            )
+        background = backend.checkpoint(f"background_round{rnd + 1}", background)
+        background_rms = backend.checkpoint(
+            f"background_rms_round{rnd + 1}", background_rms
+        )
+        lap(f"round{rnd + 1}")
+
+    background = backend.local(
+        _with_coverage, [background, scene], depth=0, dtype=np.float32, name="store"
+    )
+    background_rms = backend.local(
+        _with_coverage, [background_rms, scene], depth=0, dtype=np.float32, name="store"
+    )
+    subtracted = backend.local(
+        _subtract, [scene, background], depth=0, dtype=np.float32, name="store"
+    )
+    result.arrays = {
+        "background": background,
+        "background_rms": background_rms,
+        "mask": mask,
+        "subtracted": subtracted,
+    }
+    result.mesh_arrays = meshes
+    return result

@@ -1,0 +1,330 @@
+"""The run store: one Zarr group per run, resumable, never mistaken for finished.
+
+Layout (readable with ``xarray.open_zarr``)::
+
+    OUT.zarr/
+      background, background_rms, subtracted   float32 (y, x)
+      mask                                      bool    (y, x)
+      background_mesh, background_rms_mesh      float32 (y_mesh, x_mesh)
+      n_pixels_mesh                             int32   (y_mesh, x_mesh)
+      _work/<name>                              checkpoints of a run in progress
+
+Root attributes: ``tilesky_status`` (``"running"`` until the very last write,
+then ``"complete"``), ``tilesky_version``, ``config``, ``input``, ``wcs_header``,
+``timings``, ``noise``, ``metrics``.
+
+Every array is written block by block, one task per block, and a block that
+already exists in the store is not computed again: a run that was killed
+continues with ``resume=True`` from the blocks it had written. Block writes
+are idempotent (same bytes every time), so a block that a killed worker was
+writing is simply written again. Local chunk writes are atomic (zarr writes
+a temporary file and renames it), as are object-store PUTs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from tilesky import _progress
+from tilesky._version import __version__
+
+__all__ = [
+    "OutputExistsError",
+    "RunStore",
+    "StoreError",
+    "open_run",
+    "run_status",
+]
+
+log = logging.getLogger("tilesky")
+
+STATUS_KEY = "tilesky_status"
+COMPLETE = "complete"
+RUNNING = "running"
+WORK = "_work"
+
+
+class StoreError(ValueError):
+    """The output store cannot be used (unreachable, unfinished, corrupt)."""
+
+
+class OutputExistsError(StoreError):
+    """The output exists and neither overwrite nor resume was asked for."""
+
+
+def _open_group(url: str, mode: str, storage_options: dict | None):
+    kw: dict[str, Any] = {"mode": mode}
+    if storage_options and "://" in url:
+        kw["storage_options"] = storage_options
+    return zarr.open_group(store=url, **kw)
+
+
+def run_status(url: str, *, storage_options: dict | None = None) -> str | None:
+    """``"complete"``, ``"running"`` (unfinished), or ``None`` when absent."""
+    try:
+        group = _open_group(url, "r", storage_options)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return None
+    except Exception as exc:
+        msg = f"cannot read output {url!r}: {exc}"
+        raise StoreError(msg) from None
+    return str(group.attrs.get(STATUS_KEY, "unknown"))
+
+
+def open_run(url: str, *, storage_options: dict | None = None):
+    """Open a finished run as an ``xarray.Dataset``; refuse an unfinished one."""
+    import xarray as xr
+
+    status = run_status(url, storage_options=storage_options)
+    if status is None:
+        msg = f"no tilesky run at {url!r}"
+        raise StoreError(msg)
+    if status != COMPLETE:
+        msg = (
+            f"the run at {url!r} did not finish (status {status!r}); "
+            "resume it with `tilesky run ... --resume` or start it again"
+        )
+        raise StoreError(msg)
+    kw = {"storage_options": storage_options} if storage_options else {}
+    return xr.open_zarr(url, consolidated=True, **kw)
+
+
+def _write_block(block: np.ndarray, url: str, storage_options, path: str, region):
+    arr = zarr.open_array(
+        store=url,
+        path=path,
+        mode="r+",
+        **({"storage_options": storage_options} if storage_options else {}),
+    )
+    arr[region] = block
+    return 1
+
+
+async def _keys_with_prefix(store, prefix: str) -> set[str]:
+    return {key async for key in store.list_prefix(prefix)}
+
+
+class RunStore:
+    """A run's Zarr group.
+
+    Parameters
+    ----------
+    url : str
+        Local path or fsspec URL of the group.
+    storage_options : dict, optional
+        fsspec options (endpoint, credentials); never written to the store.
+    """
+
+    def __init__(self, url: str, *, storage_options: dict | None = None):
+        self.url = str(url)
+        self.storage_options = dict(storage_options or {})
+        self.blocks_written = 0
+        self.blocks_skipped = 0
+        self.group = None
+
+    # -- life cycle -----------------------------------------------------------
+    def create(
+        self,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Create the group, or reopen an unfinished one with ``resume``.
+
+        Returns True when the run must be computed, False when ``resume``
+        found a finished run with nothing left to do.
+        """
+        status = run_status(self.url, storage_options=self.storage_options)
+        if status is not None and not overwrite:
+            if resume and status == COMPLETE:
+                self.group = _open_group(self.url, "r+", self.storage_options)
+                return False
+            if resume:
+                self.group = _open_group(self.url, "r+", self.storage_options)
+                previous = self.group.attrs.get("config")
+                if (
+                    attrs is not None
+                    and previous is not None
+                    and (
+                        json.dumps(previous, sort_keys=True)
+                        != json.dumps(attrs.get("config"), sort_keys=True)
+                    )
+                ):
+                    msg = (
+                        f"cannot resume {self.url!r}: it was started with a different "
+                        "configuration; use --overwrite to start again"
+                    )
+                    raise StoreError(msg)
+                return True
+            kind = "a finished run" if status == COMPLETE else "an unfinished run"
+            hint = (
+                "--overwrite to replace it"
+                if status == COMPLETE
+                else ("--resume to continue it or --overwrite to replace it")
+            )
+            msg = f"output {self.url!r} already exists ({kind}); pass {hint}"
+            raise OutputExistsError(msg)
+        if (
+            status is None
+            and _path_exists(self.url, self.storage_options)
+            and not overwrite
+        ):
+            msg = (
+                f"output {self.url!r} exists and is not a tilesky run; "
+                "choose another path or pass --overwrite"
+            )
+            raise OutputExistsError(msg)
+        try:
+            self.group = _open_group(self.url, "w", self.storage_options)
+        except Exception as exc:
+            msg = f"cannot create output {self.url!r}: {exc}"
+            raise StoreError(msg) from None
+        self.group.attrs.update(
+            {STATUS_KEY: RUNNING, "tilesky_version": __version__, **dict(attrs or {})}
+        )
+        return True
+
+    def discard(self) -> None:
+        """Delete the group (used when a new run fails before any block)."""
+        import fsspec
+
+        try:
+            fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            fs.rm(path, recursive=True)
+        except Exception as exc:
+            log.warning("could not remove unfinished output %s: %s", self.url, exc)
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        self.group.attrs.update(dict(attrs))
+
+    def finish(
+        self, attrs: Mapping[str, Any] | None = None, *, keep_work: bool = False
+    ):
+        """Write the last attributes, drop checkpoints, mark the run complete."""
+        if attrs:
+            self.group.attrs.update(_jsonable(dict(attrs)))
+        if not keep_work and WORK in self.group:
+            del self.group[WORK]
+        self.group.attrs[STATUS_KEY] = COMPLETE
+        with warnings.catch_warnings():
+            # Consolidated metadata is not yet in the v3 spec, but xarray
+            # reads it and then opens the group with one request.
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.group.store)
+
+    # -- arrays -----------------------------------------------------------------
+    def _existing_blocks(self, path: str) -> set[tuple[int, ...]]:
+        store = self.group.store
+        prefix = f"{path}/c/"
+        keys = sync(_keys_with_prefix(store, prefix))
+        out = set()
+        for key in keys:
+            parts = key[len(prefix) :].split("/")
+            try:
+                out.add(tuple(int(p) for p in parts))
+            except ValueError:
+                continue
+        return out
+
+    def write_array(
+        self,
+        path: str,
+        array: da.Array,
+        *,
+        dims: tuple[str, ...] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> da.Array:
+        """Write ``array`` block by block, skipping blocks already stored."""
+        chunks = tuple(c[0] for c in array.chunks)
+        fill = np.nan if array.dtype.kind == "f" else 0
+        if path in self.group and isinstance(self.group[path], zarr.Array):
+            target = self.group[path]
+            if (
+                target.shape != array.shape
+                or target.chunks != chunks
+                or (target.dtype != array.dtype)
+            ):
+                del self.group[path]
+                target = None
+        else:
+            target = None
+        if target is None:
+            target = self.group.create_array(
+                path,
+                shape=array.shape,
+                chunks=chunks,
+                dtype=array.dtype,
+                fill_value=fill,
+                dimension_names=dims,
+                config={"write_empty_chunks": True},
+            )
+        if attrs:
+            target.attrs.update(_jsonable(dict(attrs)))
+        existing = self._existing_blocks(target.path)
+        bounds = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks]
+        blocks = array.to_delayed()
+        tasks = []
+        # Keys ("store-<unique>", i, j): the dashboard groups them as "store",
+        # and two runs sharing a scheduler never share a key.
+        name = f"store-{uuid.uuid4().hex}"
+        for index in np.ndindex(*blocks.shape):
+            if index in existing:
+                self.blocks_skipped += 1
+                continue
+            region = tuple(
+                slice(int(b[i]), int(b[i + 1]))
+                for b, i in zip(bounds, index, strict=True)
+            )
+            tasks.append(
+                dask.delayed(_write_block, pure=False)(
+                    blocks[index],
+                    self.url,
+                    self.storage_options or None,
+                    target.path,
+                    region,
+                    dask_key_name=(name, *index),
+                )
+            )
+        if tasks:
+            label = f"writing {path} ({len(tasks)} blocks)"
+            self.blocks_written += sum(_progress.compute(*tasks, label=label))
+        return da.from_zarr(target, chunks=array.chunks)
+
+    def checkpoint(self, name: str, array: da.Array) -> da.Array:
+        """Materialize an intermediate under ``_work/`` and read it back lazily."""
+        return self.write_array(f"{WORK}/{name}", array)
+
+
+def _path_exists(url: str, storage_options: dict | None) -> bool:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return bool(fs.exists(path))
+    except Exception:
+        return False
+
+
+def _jsonable(value: Any) -> Any:
+    """Make numpy scalars, tuples and NaN safe for JSON attributes."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,212 @@
+"""Execution backends: the same pipeline steps, monolithic or tiled.
+
+:class:`WholeImage` calls each numpy kernel once on the whole array: it is
+the reference. :class:`Tiled` runs the same kernels per tile through
+:func:`tilesky.tiled._overlap.tile_map`, each with the halo its parameters
+require, and computes global quantities as reductions of small exact
+states. The pipeline (``tilesky.pipeline``) is written once against the
+methods both share, so "the tiled result equals the monolithic one" compares
+two executions of one description.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from tilesky.kernels._noise import MomentState, moment_state
+from tilesky.tiled._overlap import Region, TileInput, crop_to, tile_map
+
+__all__ = ["Tiled", "WholeImage"]
+
+log = logging.getLogger("tilesky")
+
+
+def _local_kernel(*arrays, regions, out_region, func, kw):
+    out = func(*arrays, **kw)
+    return crop_to(out, regions[0], out_region)
+
+
+def _stack_mesh(bkg, rms, n_good):
+    # n_good < 2**24 (a box's pixel count) is exact in float32.
+    return np.stack([bkg, rms, n_good.astype(np.float32)]).astype(np.float32)
+
+
+def _mesh_kernel(image, mask, *, regions, out_region, func, kw):
+    # The image region is box-aligned at its origin by construction.
+    return _stack_mesh(*func(image, mask, **kw))
+
+
+def _mesh_kernel_nomask(image, *, regions, out_region, func, kw):
+    return _stack_mesh(*func(image, None, **kw))
+
+
+def _to_pixels_kernel(*meshes, regions, out_region, func, kw):
+    return func(
+        *meshes,
+        out_shape=out_region.shape,
+        out_offset=out_region.origin,
+        mesh_offset=regions[0].origin,
+        **kw,
+    )
+
+
+def _state_of_block(block, mask_block, lower, upper):
+    return moment_state(block, lower=lower, upper=upper, mask=mask_block)
+
+
+class WholeImage:
+    """Run every step on the whole in-memory array (the reference)."""
+
+    tiled = False
+
+    def local(self, func, arrays, *, depth, dtype, name, **kw):
+        return np.asarray(func(*arrays, **kw), dtype=dtype)
+
+    def mesh_stats(self, func, image, mask, *, box_size, name, **kw):
+        return func(image, mask, box_size=box_size, **kw)
+
+    def to_pixels(self, func, meshes, *, box_size, depth, shape, dtype, name, **kw):
+        return func(
+            *meshes,
+            out_shape=tuple(shape),
+            out_offset=(0, 0),
+            mesh_offset=(0, 0),
+            **kw,
+        ).astype(dtype, copy=False)
+
+    def moments(self, array, *, lower=-math.inf, upper=math.inf, mask=None):
+        return moment_state(array, lower=lower, upper=upper, mask=mask)
+
+    def nanmin(self, array) -> float:
+        return float(np.nanmin(array)) if np.isfinite(array).any() else math.nan
+
+    def nanmax(self, array) -> float:
+        return float(np.nanmax(array)) if np.isfinite(array).any() else math.nan
+
+    def any(self, array) -> bool:
+        return bool(np.any(array))
+
+    def checkpoint(self, name: str, array):
+        return array
+
+    def finalize(self, array):
+        return array
+
+
+class Tiled:
+    """Run every step per tile on dask arrays.
+
+    Parameters
+    ----------
+    checkpoint : callable, optional
+        ``checkpoint(name, array) -> array`` materializes an intermediate
+        (the store writes it to the run's Zarr group and reads it back); the
+        default persists it in the cluster's memory.
+    """
+
+    tiled = True
+
+    def __init__(
+        self, *, checkpoint: Callable[[str, da.Array], da.Array] | None = None
+    ):
+        self._checkpoint = checkpoint
+
+    def local(self, func, arrays: Sequence[da.Array], *, depth, dtype, name, **kw):
+        d = (depth, depth) if isinstance(depth, int) else tuple(depth)
+        inputs = [TileInput(a, depth=d) for a in arrays]
+        return tile_map(
+            _local_kernel,
+            inputs,
+            name=name,
+            dtype=dtype,
+            kwargs={"func": func, "kw": kw},
+        )
+
+    def mesh_stats(self, func, image, mask, *, box_size, name, **kw):
+        by, bx = box_size
+        out_chunks = tuple(
+            tuple(-(-c // b) for c in chunks)
+            for chunks, b in zip(image.chunks, (by, bx), strict=True)
+        )
+        for axis, (chunks, b) in enumerate(zip(image.chunks, (by, bx), strict=True)):
+            if any(c % b for c in chunks[:-1]):
+                msg = (
+                    f"chunks {chunks} along axis {axis} are not multiples of the "
+                    f"mesh box {b}; rechunk to a multiple of the box"
+                )
+                raise ValueError(msg)
+        kw = {"box_size": (by, bx), **kw}
+        inputs = [TileInput(image, up=(by, bx))]
+        kernel = _mesh_kernel_nomask
+        if mask is not None:
+            inputs.append(TileInput(mask, up=(by, bx)))
+            kernel = _mesh_kernel
+        stacked = tile_map(
+            kernel,
+            inputs,
+            name=name,
+            dtype=np.float32,
+            out_chunks=out_chunks,
+            leading=3,
+            kwargs={"func": func, "kw": kw},
+        )
+        return stacked[0], stacked[1], stacked[2].astype(np.int32)
+
+    def to_pixels(self, func, meshes, *, box_size, depth, shape, dtype, name, **kw):
+        d = (depth, depth) if isinstance(depth, int) else tuple(depth)
+        chunks = kw.pop("chunks")
+        inputs = [TileInput(m, depth=d, down=tuple(box_size)) for m in meshes]
+        return tile_map(
+            _to_pixels_kernel,
+            inputs,
+            name=name,
+            dtype=dtype,
+            out_chunks=chunks,
+            out_shape=tuple(shape),
+            kwargs={"func": func, "kw": kw},
+        )
+
+    def moments(
+        self, array, *, lower=-math.inf, upper=math.inf, mask=None
+    ) -> MomentState:
+        blocks = array.to_delayed().ravel()
+        masks = mask.to_delayed().ravel() if mask is not None else [None] * len(blocks)
+        part = dask.delayed(_state_of_block, pure=True)
+        states = [part(b, m, lower, upper) for b, m in zip(blocks, masks, strict=True)]
+        total = dask.delayed(functools.partial(sum, start=MomentState()), pure=True)
+        return total(states).compute()
+
+    def nanmin(self, array) -> float:
+        with np.errstate(all="ignore"):
+            return float(da.nanmin(array).compute())
+
+    def nanmax(self, array) -> float:
+        with np.errstate(all="ignore"):
+            return float(da.nanmax(array).compute())
+
+    def any(self, array) -> bool:
+        return bool(da.any(array).compute())
+
+    def checkpoint(self, name: str, array: da.Array) -> da.Array:
+        if self._checkpoint is not None:
+            return self._checkpoint(name, array)
+        return array.persist()
+
+    def finalize(self, array):
+        return array
+
+
+def as_region(shape: tuple[int, int]) -> Region:
+    """The region covering a whole array."""
+    return Region(0, int(shape[0]), 0, int(shape[1]))
+
+
+_Kernel = Callable[..., Any]
