@@ -252,15 +252,25 @@ class SmoothFitConfig:
     Used as the final background when ``final_method = "smoothfit"``.
     ``scale`` is the Gaussian sigma of the weighting window in pixels,
     ``order`` the local polynomial order (0: normalized convolution,
-    2: local quadratic), ``truncate`` the window radius in sigmas (the halo).
+    2: local quadratic), ``truncate`` the window radius in sigmas (the halo),
+    ``step`` the spacing in pixels of the grid on which the fit is solved
+    before cubic interpolation to every pixel (chunks are multiples of it).
     """
 
     scale: float = 20.0
     order: int = 2
     truncate: float = 4.0
+    step: int = 6
 
     def __post_init__(self) -> None:
         _positive("smoothfit.scale", self.scale)
+        if (
+            isinstance(self.step, bool)
+            or not isinstance(self.step, int)
+            or self.step < 1
+        ):
+            msg = f"smoothfit.step must be an integer >= 1, got {self.step!r}"
+            raise ConfigError(msg)
         _positive("smoothfit.truncate", self.truncate)
         if self.order not in (0, 1, 2):
             msg = f"smoothfit.order must be 0, 1 or 2, got {self.order!r}"
@@ -398,8 +408,11 @@ class Config:
 
     @property
     def box_sizes(self) -> list[tuple[int, int]]:
-        """Every mesh box size the pipeline uses; chunks must be multiples."""
-        return [self.first_mesh.box_size, self.final_mesh.box_size]
+        """Every grid the pipeline anchors at (0, 0); chunks must be multiples."""
+        sizes = [self.first_mesh.box_size, self.final_mesh.box_size]
+        if self.final_method == "smoothfit":
+            sizes.append((self.smoothfit.step, self.smoothfit.step))
+        return sizes
 
     @property
     def chunk_multiple(self) -> tuple[int, int]:

@@ -133,8 +133,10 @@ def _fill_from(primary, fallback):
     return np.where(np.isnan(primary), fallback, primary).astype(np.float32)
 
 
-def _smoothfit_kernel(scene, mask, *, scale, order, truncate):
-    return smoothfit(scene, mask, scale=scale, order=order, truncate=truncate)
+def _smoothfit_kernel(scene, mask, *, scale, order, truncate, step):
+    return smoothfit(
+        scene, mask, scale=scale, order=order, truncate=truncate, step=step
+    )
 
 
 # -- helpers ----------------------------------------------------------------
@@ -447,9 +449,10 @@ def run_pipeline(
                     scale=sf.scale,
                     order=sf.order,
                     truncate=sf.truncate,
+                    step=sf.step,
                 ),
                 [scene, mask],
-                depth=smoothfit_depth(sf.scale, sf.truncate),
+                depth=smoothfit_depth(sf.scale, sf.truncate, step=sf.step),
                 dtype=np.float32,
                 name="smoothfit",
             )
