@@ -10,19 +10,22 @@ lazily backed Dataset whose intermediates are already materialized.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import dask.array as da
+import fsspec
 import numpy as np
 import xarray as xr
 
 from tilesky._version import __version__
 from tilesky.config import Config, load_config
-from tilesky.io import ImageInput, InputError, open_image, strip_credentials
+from tilesky.io import ImageInput, InputError, is_url, open_image, strip_credentials
+from tilesky.kernels._ring import ring_depth
 from tilesky.pipeline import PipelineResult, run_pipeline
-from tilesky.store import RunStore
+from tilesky.store import RunStore, StoreError
 from tilesky.tiled.stages import Tiled, WholeImage
 
 __all__ = ["estimate_background", "resolve_config", "run_to_store"]
@@ -42,6 +45,85 @@ def resolve_config(
     return load_config(config, preset=preset, overrides=overrides)
 
 
+def _check_size(shape: tuple[int, ...], cfg: Config) -> None:
+    """Refuse an image smaller than the ring footprint or a mesh box.
+
+    Reflect padding would still give numbers, but an annulus wider than the
+    image is filled with mirrored copies of the pixels (and sources) it is
+    meant to exclude, and a mesh without one whole box has no statistics:
+    the background would be silently wrong.
+    """
+    ring = 2 * ring_depth(cfg.ring.radius_in, cfg.ring.width) + 1
+    meshes = (cfg.first_mesh.box_size, cfg.final_mesh.box_size)
+    box = tuple(max(b[axis] for b in meshes) for axis in (0, 1))
+    need = (max(ring, box[0]), max(ring, box[1]))
+    if shape[0] >= need[0] and shape[1] >= need[1]:
+        return
+    msg = (
+        f"the image {tuple(int(n) for n in shape)} is too small for this "
+        f"configuration: it needs at least {need[0]}x{need[1]} pixels (ring-median "
+        f"footprint {ring}x{ring} from ring.radius_in={cfg.ring.radius_in} and "
+        f"ring.width={cfg.ring.width}; largest mesh box_size {box}); give a larger "
+        "image or smaller settings, e.g. ring.radius_in=4 ring.width=2 "
+        "first_mesh.box_size=4 final_mesh.box_size=4"
+    )
+    raise InputError(msg)
+
+
+def _open_sized(source: Any, cfg: Config, **kwargs: Any) -> ImageInput:
+    """:func:`open_image` with chunks aligned to the mesh boxes, size-checked."""
+    try:
+        image = open_image(source, box_size=cfg.chunk_multiple, **kwargs)
+    except InputError:
+        # open_image refuses an image smaller than the chunk multiple (the lcm
+        # of the boxes, a size the user never chose); when that is the cause,
+        # name the ring and box sizes instead. Only failures pay this reopen.
+        try:
+            shape = open_image(source, box_size=1, **kwargs).data.shape
+        except InputError:
+            shape = None
+        if shape is not None and len(shape) == 2:
+            _check_size(shape, cfg)
+        raise
+    _check_size(image.data.shape, cfg)
+    return image
+
+
+def _location(path: Any, storage_options: dict | None) -> tuple[str, str] | None:
+    """``(protocol, normalized path)`` of a path or URL; None for arrays."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    text = os.fspath(path)
+    if is_url(text):
+        try:
+            fs, where = fsspec.core.url_to_fs(text, **(storage_options or {}))
+        except Exception:  # opening it will say what is wrong
+            return None
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol not in ("file", "local"):
+            return (protocol, "/" + where.strip("/"))
+        text = where
+    return ("file", os.path.realpath(os.path.expanduser(text)))
+
+
+def _refuse_overlap(out, out_options, what: str, given, in_options) -> None:
+    """Refuse an output that is, or holds, an input: creating it deletes that."""
+    target, source = _location(out, out_options), _location(given, in_options)
+    if target is None or source is None or target[0] != source[0]:
+        return
+    if target[0] != "file" and (out_options or {}) != (in_options or {}):
+        return  # perhaps another endpoint: not provably the same object
+    inside = source[1].startswith(target[1].rstrip("/") + "/")
+    if source[1] == target[1] or inside:
+        relation = "is" if source[1] == target[1] else "contains"
+        msg = (
+            f"output {strip_credentials(str(out))!r} {relation} the {what} "
+            f"{strip_credentials(os.fspath(given))!r}; writing the run there would "
+            "delete it: choose another output path"
+        )
+        raise StoreError(msg)
+
+
 def _as_mask(mask, image: ImageInput, *, tiled: bool, storage_options=None):
     arr = _aux_map(mask, image, "mask", storage_options, tiled=tiled)
     if arr is None:
@@ -59,14 +141,26 @@ def _aux_map(source, image: ImageInput, what: str, storage_options, *, tiled: bo
     """Open a mask or weight map given as an array or a path, shaped like the image."""
     if source is None:
         return None
-    if isinstance(source, str):
+    if isinstance(source, (str, os.PathLike)):
+        # A mask may be stored as booleans; open_image refuses those as images.
         aux = open_image(
-            source, chunks=image.data.chunksize, storage_options=storage_options
+            os.fspath(source),
+            chunks=image.data.chunksize,
+            storage_options=storage_options,
+            boolean=what == "mask",
         ).data
     elif isinstance(source, xr.DataArray):
         aux = source.data
-    else:
+    elif isinstance(source, da.Array):
         aux = source
+    else:
+        aux = np.asarray(source)
+    if aux.dtype.kind not in "biuf":
+        msg = (
+            f"{what} must be boolean or numeric, got dtype {aux.dtype}; "
+            f"give a {what} of numbers"
+        )
+        raise InputError(msg)
     if tuple(aux.shape) != tuple(image.data.shape):
         msg = (
             f"{what} has shape {tuple(aux.shape)} but the image has shape "
@@ -88,6 +182,37 @@ def _apply_weight(scene, weight):
     with np.errstate(invalid="ignore"):
         covered = lib.isfinite(weight) & (weight > 0)
     return lib.where(covered, scene, np.float32(np.nan)).astype(scene.dtype)
+
+
+def simulation_reference(source: Any, *, chunks=None, storage_options=None) -> dict:
+    """Truth, noisy sky and source catalogue when ``source`` is a simulation.
+
+    Returns an empty dict for any other input (real data have no truth).
+    """
+    if isinstance(source, xr.Dataset):
+        ds = source
+    elif isinstance(source, str):
+        try:
+            kw = {"storage_options": storage_options} if storage_options else {}
+            ds = xr.open_zarr(source, consolidated=False, **kw)
+        except Exception:  # not a Zarr group: no reference
+            return {}
+    else:
+        return {}
+    if ds.attrs.get("tilesky_kind") != "simulation":
+        return {}
+    ref: dict[str, Any] = {}
+    for name in ("truth", "sky"):
+        if name in ds:
+            arr = ds[name].data
+            if chunks is not None and isinstance(arr, da.Array):
+                arr = arr.rechunk(chunks)
+            ref[name] = arr
+    cols = ("x_mean", "y_mean", "flux", "re")
+    if all(c in ds for c in cols):
+        ref["catalogue"] = {c: np.asarray(ds[c].values) for c in cols}
+    ref["noise_sigma"] = ds.attrs.get("noise_sigma")
+    return ref
 
 
 def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Dataset:
@@ -169,12 +294,12 @@ def estimate_background(
     """
     cfg = resolve_config(config, preset=preset, overrides=overrides)
     monolithic = isinstance(data, np.ndarray) and chunks is None
-    image = open_image(
+    image = _open_sized(
         data,
+        cfg,
         variable=variable,
         hdu=hdu,
         chunks=chunks,
-        box_size=cfg.chunk_multiple,
         storage_options=storage_options,
     )
     start = time.perf_counter()
@@ -238,24 +363,26 @@ def run_to_store(
     resumed with ``resume=True``; the store is marked complete last.
     """
     start = time.perf_counter()
-    image = open_image(
+    image = _open_sized(
         source,
+        config,
         variable=variable,
         hdu=hdu,
         chunks=chunks,
-        box_size=config.chunk_multiple,
         storage_options=storage_options,
     )
     scene = _apply_weight(
         image.data, _aux_map(weight, image, "weight", storage_options, tiled=True)
     )
     user_mask = _as_mask(mask, image, tiled=True, storage_options=storage_options)
+    for what, given in (("input", source), ("mask", mask), ("weight", weight)):
+        _refuse_overlap(out, out_storage_options, what, given, storage_options)
     store = RunStore(out, storage_options=out_storage_options)
     attrs = {"config": config.to_dict(), "input": image.identity}
-    if isinstance(mask, str):
-        attrs["mask_input"] = strip_credentials(mask)
-    if isinstance(weight, str):
-        attrs["weight_input"] = strip_credentials(weight)
+    if isinstance(mask, (str, os.PathLike)):
+        attrs["mask_input"] = strip_credentials(os.fspath(mask))
+    if isinstance(weight, (str, os.PathLike)):
+        attrs["weight_input"] = strip_credentials(os.fspath(weight))
     if image.header:
         attrs["wcs_header"] = image.header
     if extra_attrs:
@@ -271,7 +398,7 @@ def run_to_store(
             coverage_mask=user_mask,
         )
         for name, arr in result.arrays.items():
-            store.write_array(name, arr, dims=("y", "x"))
+            store.outputs[name] = store.write_array(name, arr, dims=("y", "x"))
         for name, arr in result.mesh_arrays.items():
             store.write_array(name, arr, dims=("y_mesh", "x_mesh"))
         for name, arr in result.first_mesh_arrays.items():
@@ -284,11 +411,28 @@ def run_to_store(
         if store.blocks_written == 0 and not resume:
             store.discard()
         raise
+    metrics_start = time.perf_counter()
+    reference = simulation_reference(
+        source, chunks=image.data.chunks, storage_options=storage_options
+    )
+    from tilesky.metrics import compute_metrics
+
+    metrics = compute_metrics(
+        scene,
+        store.outputs["background"],
+        store.outputs["mask"],
+        truth=reference.get("truth"),
+        sky=reference.get("sky"),
+        catalogue=reference.get("catalogue"),
+    )
+    result.timings["metrics"] = round(time.perf_counter() - metrics_start, 4)
     result.timings["total"] = round(time.perf_counter() - start, 4)
+    store.write_json("metrics.json", metrics)
     store.finish(
         {
             "noise": result.noise,
             "timings": result.timings,
+            "metrics": metrics,
             "blocks": {
                 "written": store.blocks_written,
                 "skipped": store.blocks_skipped,
@@ -296,5 +440,6 @@ def run_to_store(
         }
     )
     store.result = result
+    store.reference = reference
     store.image = image
     return store

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import xarray as xr
+
 from tilesky._version import __version__
 
 __all__ = ["main"]
@@ -144,6 +146,20 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true")
     _add_execution(sim)
 
+    report = sub.add_parser(
+        "report",
+        help="plots and an HTML page of a finished run",
+        description="Write PNG figures (background, mask, residual, RMS versus scale, "
+        "residual versus flux and radius) and report.html for the run store RUN.",
+    )
+    report.add_argument("run", metavar="RUN.zarr")
+    report.add_argument(
+        "--out", metavar="DIR", help="output directory (default: RUN's name + _report)"
+    )
+    report.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE"
+    )
+
     export = sub.add_parser(
         "export",
         help="write a finished run's maps as FITS files with the input's WCS",
@@ -216,6 +232,54 @@ def _cmd_run(args) -> int:
         f"tilesky: wrote {args.output} in {time.perf_counter() - start:.1f} s "
         f"({store.blocks_written} blocks written, {store.blocks_skipped} reused)"
     )
+    report_dir = _report_dir(args.output, args.report)
+    if report_dir is not None and not args.no_report:
+        html = _write_report(args.output, report_dir, opts)
+        _say(f"tilesky: report: {html}")
+    return 0
+
+
+def _report_dir(output: str, requested: str | None) -> Path | None:
+    """Where ``run`` writes its report: beside a local store, or as asked."""
+    from tilesky.io import is_url
+
+    if requested:
+        return Path(requested)
+    if is_url(output):
+        return None
+    out = Path(output)
+    stem = out.name[: -len(".zarr")] if out.name.endswith(".zarr") else out.name
+    return out.parent / f"{stem}_report"
+
+
+def _write_report(run: str, out_dir: Path, opts: dict) -> Path:
+    from tilesky._dispatch import simulation_reference
+    from tilesky.report import write_report
+    from tilesky.store import open_run
+
+    ds = open_run(run, storage_options=opts or None)
+    source = ds.attrs.get("input", {}).get("source")
+    ref = simulation_reference(
+        source, chunks=ds.background.data.chunks, storage_options=opts or None
+    )
+    return write_report(
+        ds,
+        out_dir,
+        truth=ref.get("truth"),
+        sky=ref.get("sky"),
+        catalogue=ref.get("catalogue"),
+        metrics=ds.attrs.get("metrics"),
+    )
+
+
+def _cmd_report(args) -> int:
+    opts = _storage_options(args)
+    out = Path(args.out) if args.out else _report_dir(args.run, None)
+    if out is None:
+        msg = "give --out DIR for the report of a run stored at a URL"
+        raise ValueError(msg)
+    html = _write_report(args.run, out, opts)
+    _say(f"tilesky: report: {html}")
     return 0
 
 
@@ -264,8 +328,25 @@ def _cmd_demo(args) -> int:
         run_to_store(
             str(scene), str(run), config=cfg, chunks=args.chunks, overwrite=True
         )
-    _say(f"tilesky: wrote {run} in {time.perf_counter() - start:.1f} s")
+        _say(f"tilesky: wrote {run} in {time.perf_counter() - start:.1f} s")
+        html = _write_report(str(run), out_dir / "demo_report", {})
+    ds = xr.open_zarr(str(run), consolidated=True)
+    _say(_summary(ds.attrs.get("metrics", {})))
+    _say(f"tilesky: report: {html}")
     return 0
+
+
+def _summary(metrics: dict) -> str:
+    """One line of the numbers a user looks at first."""
+    parts = []
+    truth = (metrics or {}).get("truth") or {}
+    full = truth.get("all") or truth.get("full") or {}
+    if isinstance(full, dict) and full.get("std") is not None:
+        parts.append(f"residual RMS vs truth {full['std']:.5f}")
+    bias = (metrics or {}).get("bias") or {}
+    if bias.get("z") is not None:
+        parts.append(f"masked-unmasked bias z = {bias['z']:.2f}")
+    return "tilesky: " + ("; ".join(parts) if parts else "metrics in the run store")
 
 
 def _cmd_export(args) -> int:
@@ -286,6 +367,7 @@ _COMMANDS = {
     "simulate": _cmd_simulate,
     "demo": _cmd_demo,
     "export": _cmd_export,
+    "report": _cmd_report,
 }
 
 
@@ -293,9 +375,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tilesky`` command; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="tilesky: %(message)s",
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tilesky: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    log.propagate = False
+    # distributed reports worker shutdowns at WARNING; they are not news here.
+    logging.getLogger("distributed").setLevel(
+        logging.INFO if args.debug else logging.ERROR
     )
     from tilesky.errors import USER_ERRORS
 
@@ -304,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if args.debug:
             raise
-        _say(f"tilesky: error: {_one_line(exc)}")
+        _say(f"tilesky: error: {_one_line(exc)}{_access_hint(exc, args)}")
         return 1
     except KeyboardInterrupt:
         _say("tilesky: interrupted; an unfinished run can be continued with --resume")
@@ -322,6 +409,32 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
+
+
+def _access_hint(exc: BaseException, args) -> str:
+    """What to check when an object store refused a request.
+
+    S3 answers a wrong secret or an unknown key with a bare 403 ("Forbidden"
+    on HEAD requests), which fsspec raises as PermissionError, possibly
+    wrapped by the reader or the store.
+    """
+    from tilesky.io import is_url
+
+    paths = [getattr(args, name, None) for name in ("input", "output")]
+    if not any(is_url(p) for p in paths if p):
+        return ""
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        if isinstance(err, PermissionError):
+            return (
+                "; access was refused: check the credentials (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or --storage-option key=... and secret=...) "
+                "and the endpoint"
+            )
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,180 @@
+"""The HTML report: lazy downsampled maps, quality plots, config and metrics."""
+
+import re
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+da = pytest.importorskip("dask.array")
+import dask  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
+
+from tilesky.metrics import compute_metrics  # noqa: E402
+from tilesky.report import _downsample, _fmt, write_report  # noqa: E402
+
+SHAPE = (97, 131)
+CONFIG = {"mesh": {"box_size": 6, "filter_size": 3}, "ring": {"radius_in": 15}}
+
+
+@pytest.fixture(scope="module")
+def run():
+    rng = np.random.default_rng(0)
+    ny, nx = SHAPE
+    yy, xx = np.indices(SHAPE)
+    truth = 1.0 + 0.3 * yy / ny + 0.05 * np.sin(xx / 7.0)
+    sky = truth + rng.normal(scale=0.1, size=SHAPE)
+    mask = rng.random(SHAPE) < 0.05
+    bkg = truth + 0.01 * rng.normal(size=SHAPE)
+    bkg[:3, :5] = np.nan
+    n = 40
+    cat = {
+        "x_mean": rng.uniform(0, nx, n),
+        "y_mean": rng.uniform(0, ny, n),
+        "flux": rng.uniform(0, 50, n),
+        "re": rng.uniform(0.5, 5, n),
+    }
+    yx = ("y", "x")
+    ds = xr.Dataset(
+        {
+            "background": (yx, da.from_array(bkg.astype(np.float32), chunks=30)),
+            "mask": (yx, da.from_array(mask, chunks=30)),
+            "subtracted": (
+                yx,
+                da.from_array((sky - bkg).astype(np.float32), chunks=30),
+            ),
+        },
+        attrs={"config": CONFIG, "tilesky_version": "test"},
+    )
+    return {"ds": ds, "truth": truth, "sky": sky, "catalogue": cat, "bkg": bkg}
+
+
+def _ref_block_mean(img, f):
+    ny, nx = img.shape
+    pad = np.full((-(-ny // f) * f, -(-nx // f) * f), np.nan)
+    pad[:ny, :nx] = img
+    blocks = pad.reshape(pad.shape[0] // f, f, pad.shape[1] // f, f)
+    ok = np.isfinite(blocks)
+    count = ok.sum(axis=(1, 3))
+    total = np.where(ok, blocks, 0).sum(axis=(1, 3))
+    out = np.full(count.shape, np.nan)
+    out[count > 0] = total[count > 0] / count[count > 0]
+    return out
+
+
+def test_downsample_is_a_lazy_block_mean(run):
+    bkg = run["bkg"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("building the downsampled map must not compute")
+
+    lazy = da.from_array(bkg, chunks=(30, 45))
+    with dask.config.set(scheduler=refuse):
+        small, factor = _downsample(lazy, 50)
+    assert factor == 3 and small.shape == (33, 44)
+    np.testing.assert_allclose(small.compute(), _ref_block_mean(bkg, 3), rtol=1e-12)
+    same, one = _downsample(bkg, 200)
+    assert one == 1 and same.shape == SHAPE
+
+
+def test_report_writes_figures_and_html(run, tmp_path):
+    ds = run["ds"]
+    path = write_report(
+        ds,
+        tmp_path / "out",
+        truth=run["truth"],
+        sky=run["sky"],
+        catalogue=run["catalogue"],
+        max_pixels=50,
+    )
+    assert path == tmp_path / "out" / "report.html"
+    text = path.read_text()
+    sizes = {
+        "background": (33, 44),
+        "mask": (33, 44),
+        "residual": (33, 44),
+        "scale": (450, 1000),
+        "flux": (500, 1000),
+        "radius": (500, 1000),
+    }
+    for name, size in sizes.items():
+        img = imread(tmp_path / "out" / f"{name}.png")
+        assert img.shape[:2] == size
+        assert np.ptp(img[..., :3]) > 0  # not a blank image
+        assert f"href='{name}.png'" in text
+    assert text.count("src='data:image/png;base64,") == len(sizes)
+    # The background map: colours follow the downsampled values (origin lower).
+    bg = imread(tmp_path / "out" / "background.png")[::-1]
+    ref = _ref_block_mean(run["bkg"].astype(np.float32).astype(float), 3)
+    lum = bg[..., :3].mean(axis=-1)
+    ok = np.isfinite(ref) & (bg[..., 3] > 0)
+    assert np.corrcoef(lum[ok], ref[ok])[0, 1] > 0.9
+    assert bg[0, 0, 3] == 0  # the NaN corner stays transparent
+    # Configuration and metrics are in the page.
+    assert "mesh.box_size" in text and "ring.radius_in" in text
+    metrics = compute_metrics(
+        (ds["subtracted"].data.astype(np.float64) + ds["background"].data),
+        ds["background"].data,
+        ds["mask"].data,
+        truth=run["truth"],
+        sky=run["sky"],
+        catalogue=run["catalogue"],
+    )
+    for value in (
+        metrics["bias"]["z"],
+        metrics["truth"]["all"]["rms"],
+        metrics["sources"]["groups"]["random"]["mean"],
+        metrics["scale"]["ratio"][0],
+    ):
+        assert _fmt(value) in text
+    assert "bias.naive.notebook_z" in text
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+def test_report_from_a_store_uses_stored_metrics(run, tmp_path):
+    ds = run["ds"]
+    metrics = compute_metrics(
+        ds["subtracted"].data + ds["background"].data,
+        ds["background"].data,
+        ds["mask"].data,
+        widths=range(3, 12),
+    )
+    stored = ds.copy()
+    stored.attrs = {**ds.attrs, "metrics": metrics, "tilesky_status": "complete"}
+    url = str(tmp_path / "run.zarr")
+    stored.to_zarr(url, consolidated=True)
+    path = write_report(url, tmp_path / "rep", max_pixels=1000)
+    text = path.read_text()
+    assert imread(tmp_path / "rep" / "background.png").shape[:2] == SHAPE
+    assert (tmp_path / "rep" / "scale.png").exists()
+    assert not (tmp_path / "rep" / "flux.png").exists()
+    assert "Subtracted: scene - background" in text
+    assert _fmt(metrics["bias"]["z"]) in text
+    # Only the stored widths: the report did not recompute the metrics.
+    assert re.search(r"<tr><td>11</td>", text) and not re.search(
+        r"<tr><td>12</td>", text
+    )
+
+
+def test_report_needs_matplotlib(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install"):
+        write_report(run["ds"], tmp_path)
+
+
+def test_report_rejects_bad_arguments(run, tmp_path):
+    with pytest.raises(ValueError, match="max_pixels"):
+        write_report(run["ds"], tmp_path, max_pixels=0)
+    with pytest.raises(ValueError, match="background"):
+        write_report(xr.Dataset(), tmp_path)
+
+
+def test_report_without_metrics_or_scene(tmp_path):
+    ds = xr.Dataset(
+        {"background": (("y", "x"), np.ones((20, 30)))}, attrs={"config": CONFIG}
+    )
+    text = write_report(ds, tmp_path).read_text()
+    assert "No metrics" in text and "mesh.filter_size" in text
+    assert imread(tmp_path / "background.png").shape[:2] == (20, 30)

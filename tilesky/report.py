@@ -1,0 +1,485 @@
+"""An HTML report of a run: maps, quality plots, configuration and metrics.
+
+Maps are block means of the lazy arrays (``dask.array.coarsen``), so a
+mosaic is never loaded whole: only the small downsampled image reaches
+matplotlib. matplotlib is optional (``pip install 'tilesky[plots]'``) and is
+used through its object API with the Agg canvas, so the caller's pyplot
+backend is left alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tilesky.metrics import compute_metrics, line_fit
+
+__all__ = ["write_report"]
+
+log = logging.getLogger("tilesky")
+
+_GROUPS = (
+    ("unmasked", "black", "s"),
+    ("masked", "red", "o"),
+    ("random", "blue", "+"),
+)
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.image import imsave
+    except ImportError:
+        msg = (
+            "tilesky's report needs matplotlib, which is not installed; "
+            "install it with `pip install 'tilesky[plots]'` or `pip install matplotlib`"
+        )
+        raise ImportError(msg) from None
+    return matplotlib, Figure, FigureCanvasAgg, imsave
+
+
+def _block_nanmean(x, axis=None):
+    finite = np.isfinite(x)
+    total = np.where(finite, x, 0.0).sum(axis=axis)
+    count = finite.sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _downsample(arr, max_pixels: int):
+    """Block mean (NaN-aware) of a 2-D array to at most ``max_pixels`` a side.
+
+    Returns the lazy dask result and the integer factor. The image is padded
+    with NaN to a multiple of the factor, so edge pixels are not dropped.
+    """
+    import dask.array as da
+
+    x = arr if hasattr(arr, "dask") else da.from_array(np.asarray(arr))
+    x = x.astype(np.float64)
+    ny, nx = x.shape
+    factor = max(1, -(-max(ny, nx) // max_pixels))
+    if factor > 1:
+        pad = ((0, -ny % factor), (0, -nx % factor))
+        if any(p[1] for p in pad):
+            x = da.pad(x, pad, mode="constant", constant_values=np.nan)
+        x = da.coarsen(_block_nanmean, x, {0: factor, 1: factor})
+    return x, factor
+
+
+def _data(value):
+    if value is None:
+        return None
+    data = getattr(value, "data", None)
+    return data if data is not None and hasattr(value, "dims") else value
+
+
+def _limits(img: np.ndarray, *, symmetric: bool) -> tuple[float, float]:
+    v = img[np.isfinite(img)]
+    if v.size == 0:
+        return 0.0, 1.0
+    if symmetric:
+        top = float(np.percentile(np.abs(v), 99)) or 1.0
+        return -top, top
+    lo, hi = (float(p) for p in np.percentile(v, [1, 99]))
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(obj, Mapping):
+        rows = []
+        for k, v in obj.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    return [(prefix, obj)]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> str:
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in rows
+    )
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _scale_table(scale: Mapping[str, Any]) -> str:
+    cols = [c for c in ("n_blocks", "rms", "perfect", "ideal", "ratio") if scale.get(c)]
+    head = "<th>width</th>" + "".join(f"<th>{c}</th>" for c in cols)
+    rows = []
+    for k, w in enumerate(scale.get("widths", [])):
+        cells = "".join(f"<td>{_fmt(scale[c][k])}</td>" for c in cols)
+        rows.append(f"<tr><td>{w}</td>{cells}</tr>")
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _save_map(imsave, path: Path, img, *, cmap: str, symmetric: bool = False):
+    vmin, vmax = _limits(img, symmetric=symmetric)
+    imsave(path, img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower")
+    return vmin, vmax
+
+
+def _scale_figure(Figure, FigureCanvasAgg, path: Path, scale: Mapping[str, Any]):
+    def arr(key):
+        return np.array([np.nan if v is None else v for v in scale[key]], float)
+
+    w = np.array(scale["widths"], float)
+    fig = Figure(figsize=(10, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.loglog(w, arr("rms"), "o-", label="scene - background")
+    if scale.get("perfect"):
+        left.loglog(w, arr("perfect"), "k-", label="perfect (sky - truth)")
+    left.loglog(w, arr("ideal"), "k--", alpha=0.6, label="ideal sigma / w")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ticks = [
+            t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100) if w.min() <= t <= w.max()
+        ]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xticks([], minor=True)
+    left.set_xlabel("block width w (px)")
+    left.set_ylabel("RMS of block means")
+    left.legend()
+    ref = scale.get("reference", "ideal")
+    right.plot(w, arr("ratio"), "o-", label=f"ratio to {ref}")
+    right.axhline(1.0, color="k", lw=1, label=ref)
+    right.set_xlabel("block width w (px)")
+    right.set_ylabel(f"RMS / {ref}")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _scatter_figure(Figure, FigureCanvasAgg, path: Path, points, xkey: str):
+    quantity = points["quantity"]
+    src, rnd = points["sources"], points["random"]
+    groups = {
+        "unmasked": (src[xkey], src["value"], src["valid"] & ~src["masked"]),
+        "masked": (src[xkey], src["value"], src["valid"] & src["masked"]),
+        "random": (rnd[xkey], rnd["value"], rnd["kept"]),
+    }
+    fig = Figure(figsize=(10, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ys = []
+    for name, color, marker in _GROUPS:
+        x, y, sel = groups[name]
+        x, y = x[sel], y[sel]
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        ys.append(y)
+        alpha = 0.1 if name == "random" else 0.4
+        ax.scatter(x, y, s=8, c=color, marker=marker, alpha=alpha, label=name)
+        fit = line_fit(x, y)
+        if fit["slope"] is not None:
+            xf = np.linspace(0.0, float(x.max()), 10)
+            ax.plot(xf, fit["intercept"] + fit["slope"] * xf, color=color, alpha=0.8)
+    allv = np.concatenate(ys) if ys else np.zeros(0)
+    if allv.size:
+        lo, hi = np.percentile(allv, [1, 99])
+        pad = 0.1 * (hi - lo) or 1.0
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("flux" if xkey == "flux" else "radius re (px)")
+    ax.set_ylabel(f"mean {quantity} in 3x3 box")
+    ax.set_title(f"{quantity} vs. {'flux' if xkey == 'flux' else 'radius'}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _open(run, storage_options):
+    if isinstance(run, str | os.PathLike):
+        from tilesky.store import open_run
+
+        return open_run(os.fspath(run), storage_options=storage_options)
+    if not hasattr(run, "data_vars") or "background" not in run:
+        msg = (
+            "run must be an xarray.Dataset with a 'background' variable or the "
+            f"path of a run store, got {type(run).__name__}"
+        )
+        raise ValueError(msg)
+    return run
+
+
+def write_report(
+    run,
+    out_dir: str | os.PathLike,
+    *,
+    truth=None,
+    sky=None,
+    catalogue=None,
+    metrics: Mapping[str, Any] | None = None,
+    points: Mapping[str, Any] | None = None,
+    scene=None,
+    max_pixels: int = 1024,
+    storage_options: dict | None = None,
+) -> Path:
+    """Write PNG figures and a self-contained ``report.html`` for a run.
+
+    Parameters
+    ----------
+    run : xarray.Dataset or str or os.PathLike
+        A run (``background``, optionally ``mask`` and ``subtracted``; the
+        configuration in ``attrs["config"]``) or the path/URL of a run store.
+    out_dir : str or os.PathLike
+        Directory for the figures and ``report.html`` (created if needed).
+    truth, sky : array_like, optional
+        Noiseless and noisy source-free sky, for the residual map and metrics.
+    catalogue : mapping or xarray.Dataset, optional
+        Sources (``x_mean``, ``y_mean``, ``flux``, ``re``) for the
+        residual-versus-flux and -radius plots.
+    metrics : dict, optional
+        Metrics from :func:`~tilesky.metrics.compute_metrics`; by default
+        ``run.attrs["metrics"]``, else computed here.
+    points : dict, optional
+        Per-source values (``compute_metrics(..., return_points=True)``);
+        computed here when a catalogue is given without them.
+    scene : array_like, optional
+        The image, for metrics computed here; by default
+        ``subtracted + background`` when the run has ``subtracted``.
+    max_pixels : int
+        Largest side of the map images, in pixels.
+    storage_options : dict, optional
+        fsspec options for a run given by URL.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``report.html``.
+
+    Notes
+    -----
+    Maps are integer block means (NaN-aware, padded at the far edges) with
+    ``origin="lower"``, written pixel for pixel: a map has
+    ``ceil(n / factor)`` pixels a side. The background and residual colour
+    scales are the 1-99 percentiles (symmetric for the residual).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, tempfile
+    >>> bkg = np.ones((64, 80), dtype=np.float32)
+    >>> ds = xr.Dataset({"background": (("y", "x"), bkg)}, attrs={"config": {}})
+    >>> write_report(ds, tempfile.mkdtemp(), max_pixels=32).name
+    'report.html'
+    """
+    if int(max_pixels) != max_pixels or max_pixels < 1:
+        msg = f"max_pixels must be a positive integer, got {max_pixels!r}"
+        raise ValueError(msg)
+    _, Figure, FigureCanvasAgg, imsave = _matplotlib()
+    ds = _open(run, storage_options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bkg = ds["background"].data
+    mask = ds["mask"].data if "mask" in ds else None
+    truth, sky, scene = _data(truth), _data(sky), _data(scene)
+    if metrics is None and ds.attrs.get("metrics"):
+        metrics = ds.attrs["metrics"]
+    if metrics is None or (catalogue is not None and points is None):
+        if scene is None and "subtracted" in ds:
+            log.info("report: scene = subtracted + background")
+            scene = ds["subtracted"].data.astype(np.float64) + bkg
+        if scene is not None:
+            computed, pts = compute_metrics(
+                scene,
+                bkg,
+                mask,
+                truth=truth,
+                sky=sky,
+                catalogue=catalogue,
+                return_points=True,
+            )
+            metrics = computed if metrics is None else metrics
+            points = pts if points is None else points
+        else:
+            log.warning("report: no metrics (pass metrics= or scene=)")
+
+    maps = [("background", "Background", bkg, "viridis", False)]
+    if mask is not None:
+        maps.append(("mask", "Mask (fraction of masked pixels)", mask, "Greys", False))
+    if truth is not None:
+        maps.append(
+            ("residual", "Residual: background - truth", bkg - truth, "RdBu_r", True)
+        )
+    elif "subtracted" in ds:
+        maps.append(
+            (
+                "residual",
+                "Subtracted: scene - background",
+                ds["subtracted"].data,
+                "RdBu_r",
+                True,
+            )
+        )
+    import dask
+
+    small = [_downsample(m[2], int(max_pixels)) for m in maps]
+    computed_maps = dask.compute(*(s[0] for s in small))
+    figures = []
+    for (name, title, _, cmap, sym), img, (_, factor) in zip(
+        maps, computed_maps, small, strict=True
+    ):
+        img = np.asarray(img)
+        if name == "mask":
+            lim = (0.0, 1.0)
+            imsave(out / f"{name}.png", img, cmap=cmap, vmin=0, vmax=1, origin="lower")
+        else:
+            lim = _save_map(imsave, out / f"{name}.png", img, cmap=cmap, symmetric=sym)
+        caption = (
+            f"{title}; {img.shape[1]} x {img.shape[0]} px, block mean of "
+            f"{factor} x {factor}; colour scale {lim[0]:.4g} to {lim[1]:.4g}"
+        )
+        figures.append((name, caption))
+    if metrics and metrics.get("scale") and metrics["scale"].get("widths"):
+        _scale_figure(Figure, FigureCanvasAgg, out / "scale.png", metrics["scale"])
+        figures.append(("scale", "RMS of block means versus block width"))
+    if points is not None:
+        for key, name in (("flux", "flux"), ("re", "radius")):
+            _scatter_figure(Figure, FigureCanvasAgg, out / f"{name}.png", points, key)
+            figures.append(
+                (
+                    name,
+                    f"{points['quantity']} in 3x3 boxes versus {name}, with OLS lines",
+                )
+            )
+    path = out / "report.html"
+    path.write_text(_html(ds, out, figures, metrics), encoding="utf-8")
+    log.info("report written to %s", path)
+    return path
+
+
+def _pm(mean, err) -> str:
+    return f"{_fmt(mean)} ± {_fmt(err)}"
+
+
+def _summary_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The few numbers to look at first."""
+    rows: list[tuple[str, Any]] = []
+    truth = metrics.get("truth") or {}
+    for part in ("all", "interior"):
+        t = truth.get(part) or {}
+        if t.get("n_pixels"):
+            label = (
+                "whole image" if part == "all" else f"interior (edge {t['edge']} px)"
+            )
+            rows.append(
+                (
+                    f"background - truth, {label}: rms / std / max / min",
+                    f"{_fmt(t['rms'])} / {_fmt(t['std'])} / {_fmt(t['max'])} / "
+                    f"{_fmt(t['min'])}",
+                )
+            )
+    bias = metrics.get("bias") or {}
+    if bias:
+        rows.append(
+            (
+                "background under masked - unmasked pixels (per block)",
+                f"{_pm(bias.get('difference'), bias.get('stderr'))}, "
+                f"z = {_fmt(bias.get('z'))} over {bias.get('n_blocks')} blocks",
+            )
+        )
+    scale = metrics.get("scale") or {}
+    ratio = [r for r in scale.get("ratio") or [] if r is not None]
+    if ratio:
+        rows.append(
+            (
+                f"RMS of block means / {scale.get('reference')}: median (min, max)",
+                f"{_fmt(float(np.median(ratio)))} "
+                f"({_fmt(min(ratio))}, {_fmt(max(ratio))})",
+            )
+        )
+    sources = metrics.get("sources") or {}
+    for name, g in (sources.get("groups") or {}).items():
+        rows.append(
+            (
+                f"{sources.get('quantity')} under {name} positions (n = {g.get('n')})",
+                _pm(g.get("mean"), g.get("stderr")),
+            )
+        )
+    return rows
+
+
+_CSS = """
+body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:90%}
+figure{display:inline-block;margin:0.5em;vertical-align:top}
+img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
+"""
+
+
+def _html(ds, out: Path, figures, metrics) -> str:
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        "<title>tilesky report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>tilesky report</h1>",
+    ]
+    run_rows = [
+        (k, ds.attrs[k]) for k in ("tilesky_version", "tilesky_status") if k in ds.attrs
+    ]
+    run_rows.append(("shape", list(ds["background"].shape)))
+    for key in ("input", "noise", "timings"):
+        if isinstance(ds.attrs.get(key), Mapping):
+            run_rows += _flatten(ds.attrs[key], key)
+    parts += ["<h2>Run</h2>", _table(run_rows, ("item", "value"))]
+    parts.append("<h2>Figures</h2>")
+    for name, caption in figures:
+        data = base64.b64encode((out / f"{name}.png").read_bytes()).decode("ascii")
+        parts.append(
+            f"<figure><a href='{name}.png'><img alt='{name}' "
+            f"src='data:image/png;base64,{data}'></a>"
+            f"<figcaption>{html.escape(caption)} (<a href='{name}.png'>"
+            f"{name}.png</a>)</figcaption></figure>"
+        )
+    parts.append("<h2>Metrics</h2>")
+    if metrics:
+        parts += ["<h3>Summary</h3>", _table(_summary_rows(metrics), ("", "value"))]
+        parts.append("<h3>All metrics</h3>")
+        scale = metrics.get("scale") or {}
+        other = {k: v for k, v in metrics.items() if k != "scale"}
+        other["scale"] = {k: v for k, v in scale.items() if not isinstance(v, list)}
+        parts.append(_table(_flatten(other), ("metric", "value")))
+        if scale.get("widths"):
+            parts += ["<h3>RMS versus scale</h3>", _scale_table(scale)]
+        parts.append(
+            "<details><summary>metrics as JSON</summary><pre>"
+            + html.escape(json.dumps(metrics, indent=1))
+            + "</pre></details>"
+        )
+    else:
+        parts.append(
+            "<p>No metrics: pass <code>metrics=</code> or <code>scene=</code>.</p>"
+        )
+    parts.append("<h2>Configuration</h2>")
+    config = ds.attrs.get("config")
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            config = {"config": config}
+    parts.append(_table(_flatten(config or {}), ("parameter", "value")))
+    parts.append("</body></html>")
+    return "\n".join(parts)
