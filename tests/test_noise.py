@@ -29,3 +29,18 @@ def test_bounds_and_mask():
     n, mean, _ = moments(moment_state(x, lower=2, upper=6, mask=mask))
     assert n == 4 and mean == (2 + 4 + 5 + 6) / 4
     assert moments(MomentState())[0] == 0
+
+
+def test_compiled_state_equals_numpy_reference():
+    from tilesky.kernels._noise import _exact_sum
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(70, 90)) * 10.0 ** rng.integers(-30, 30, (70, 90))
+    x[::7, ::5] = np.nan
+    mask = rng.random(x.shape) < 0.2
+    lo, hi = -1e10, 1e12
+    state = moment_state(x, lower=lo, upper=hi, mask=mask)
+    keep = np.isfinite(x) & (x >= lo) & (x <= hi) & ~mask
+    assert state.count == keep.sum()
+    assert state.sum == _exact_sum(x[keep])
+    assert state.sumsq == _exact_sum(x[keep] ** 2)

@@ -28,7 +28,16 @@ from typing import Any
 import numba
 import numpy as np
 
-from tilesky.kernels._noise import UNIT_EXP, MomentState, moments
+from tilesky.kernels._noise import (
+    LIMB,
+    N_POS,
+    OFFSET,
+    UNIT_EXP,
+    MomentState,
+    moment_state,
+    moments,
+    split_digits,
+)
 
 __all__ = [
     "BiasState",
@@ -43,13 +52,10 @@ __all__ = [
 
 log = logging.getLogger("tilesky")
 
-_LIMB = 26
-_LIMB_MASK = (1 << _LIMB) - 1
-# frexp exponents are >= -1073, so digit positions e - 53 + _OFFSET are >= 0.
-_OFFSET = 1126
+_LIMB = LIMB
+_OFFSET = OFFSET
 _FANIN = 8
-# Digit positions of any float64 (q <= 80) and the two above.
-_N_POS = 84
+_N_POS = N_POS
 
 
 # --------------------------------------------------------------------------
@@ -79,25 +85,6 @@ def _zero_sums(size: int) -> ExactSums:
 
 
 @numba.njit(cache=True, nogil=True)
-def _split(v):
-    """Digits ``(q, d0, d1, d2)``: ``v = (d0 + d1 B + d2 B**2) * B**q * 2**-1126``.
-
-    ``B = 2**26``; ``d0`` and ``d1`` are in ``[0, 2**27)``, ``d2`` is signed
-    below ``2**26`` in magnitude; ``q = -1`` for zero and non-finite values.
-    """
-    if v == 0.0 or not math.isfinite(v):
-        return -1, 0, 0, 0
-    mant, e = math.frexp(v)
-    m = np.int64(mant * 9007199254740992.0)
-    pos = e + (_OFFSET - 53)
-    q = pos // _LIMB
-    scale = np.int64(1) << (pos - q * _LIMB)
-    lo = (m & _LIMB_MASK) * scale
-    hi = (m >> _LIMB) * scale
-    return q, lo & _LIMB_MASK, (lo >> _LIMB) + (hi & _LIMB_MASK), hi >> _LIMB
-
-
-@numba.njit(cache=True, nogil=True)
 def _keep(select, mode, i, j):
     # mode 0: every pixel; 1: where select; 2: where not select.
     return mode == 0 or select[i, j] == (mode == 1)
@@ -109,7 +96,7 @@ def _nb_limb_range(values, select, mode):
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if _keep(select, mode, i, j):
-                q = _split(values[i, j])[0]
+                q = split_digits(values[i, j])[0]
                 if q >= 0:
                     qmin = min(qmin, q)
                     qmax = max(qmax, q)
@@ -123,7 +110,7 @@ def _nb_limb_integral(values, select, mode, limb, out):
         row = 0
         for j in range(values.shape[1]):
             if _keep(select, mode, i, j):
-                q, d0, d1, d2 = _split(values[i, j])
+                q, d0, d1, d2 = split_digits(values[i, j])
                 if q == limb:
                     row += d0
                 elif q == limb - 1:
@@ -149,28 +136,8 @@ def _nb_digits(values):
     q = np.empty(values.size, np.int64)
     d = np.empty((3, values.size), np.int64)
     for i in range(values.size):
-        q[i], d[0, i], d[1, i], d[2, i] = _split(values[i])
+        q[i], d[0, i], d[1, i], d[2, i] = split_digits(values[i])
     return q, d
-
-
-@numba.njit(cache=True, nogil=True)
-def _nb_moment_limbs(values, select, mode):
-    """Count and per-position digit totals of the finite values and their squares."""
-    acc = np.zeros((2, _N_POS), np.int64)
-    count = 0
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            v = values[i, j]
-            if not (math.isfinite(v) and _keep(select, mode, i, j)):
-                continue
-            count += 1
-            for k, w in enumerate((v, v * v)):
-                q, d0, d1, d2 = _split(w)
-                if q >= 0:
-                    acc[k, q] += d0
-                    acc[k, q + 1] += d1
-                    acc[k, q + 2] += d2
-    return count, acc
 
 
 @numba.njit(cache=True, nogil=True)
@@ -208,20 +175,10 @@ def _nb_to_float(limbs, q0):
 
 def _moment_state(values, *, keep=None, drop=None) -> MomentState:
     """Exact :class:`MomentState` of the finite ``values`` (where ``keep`` / not
-    ``drop``): the same integers as ``moment_state``, in one compiled pass."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v.reshape(1, -1) if v.ndim == 1 else v
+    ``drop``), from the shared compiled pass of ``kernels._noise``."""
     if keep is not None:
-        select, mode = np.asarray(keep, dtype=bool), 1
-    elif drop is not None:
-        select, mode = np.asarray(drop, dtype=bool), 2
-    else:
-        select, mode = np.zeros((1, 1), dtype=bool), 0
-    count, acc = _nb_moment_limbs(v, select, mode)
-    shifts = [_LIMB * k - _OFFSET + UNIT_EXP for k in range(_N_POS)]
-    s1 = sum(int(a) << sh for a, sh in zip(acc[0].tolist(), shifts, strict=True))
-    s2 = sum(int(a) << sh for a, sh in zip(acc[1].tolist(), shifts, strict=True))
-    return MomentState(int(count), s1, s2)
+        drop = ~np.asarray(keep, dtype=bool)
+    return moment_state(values, mask=drop)
 
 
 def _exact_values(values: np.ndarray) -> ExactSums:

@@ -5,12 +5,13 @@ sigma-clipped) is a reduction over the whole image. Floating-point sums
 depend on the order of addition, so a reduction tree that follows the
 chunking would give slightly different thresholds for different chunkings,
 and a mask pixel sitting on the threshold could flip. tilesky's sums are
-exact instead: each float64 value is split into an integer mantissa and a
-power of two, mantissas are accumulated per exponent with integer-valued
-float64 bincounts (exact below 2**26 values per tile), and the per-tile state
-is one Python integer, the sum in units of ``2**-UNIT_EXP``. Merging states
-is integer addition, so the final mean and standard deviation are the same
-bits for any chunking or reduction order.
+exact instead: each float64 value is split (:func:`split_digits`) into three
+base-2**26 integer digits at a global digit position, digits are added as
+int64 per position in one compiled pass, and the per-tile state is one
+Python integer, the sum in units of ``2**-UNIT_EXP``. Merging states is
+integer addition, so the final mean and standard deviation are the same bits
+for any chunking or reduction order. ``tilesky.metrics`` uses the same
+digits for its keyed block sums.
 """
 
 from __future__ import annotations
@@ -19,17 +20,89 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numba
 import numpy as np
 
-__all__ = ["MomentState", "clip_bounds", "moment_state", "moments"]
+__all__ = [
+    "LIMB",
+    "N_POS",
+    "OFFSET",
+    "MomentState",
+    "clip_bounds",
+    "moment_state",
+    "moments",
+    "split_digits",
+]
 
 #: Sum unit exponent: values are summed as integers times 2**-UNIT_EXP.
 UNIT_EXP = 1160
 _HALF = 1 << 26
+#: Digit width in bits.
+LIMB = 26
+LIMB_MASK = (1 << LIMB) - 1
+#: frexp exponents are >= -1073, so digit positions e - 53 + OFFSET are >= 0.
+OFFSET = 1126
+#: Digit positions of any float64 (q <= 80) and the two above.
+N_POS = 84
+
+
+@numba.njit(cache=True, nogil=True)
+def split_digits(v):
+    """Digits ``(q, d0, d1, d2)``: ``v = (d0 + d1 B + d2 B**2) * B**q * 2**-OFFSET``.
+
+    ``B = 2**LIMB``; ``d0`` and ``d1`` are in ``[0, 2**27)``, ``d2`` is signed
+    below ``2**26`` in magnitude; ``q = -1`` for zero and non-finite values.
+    """
+    if v == 0.0 or not math.isfinite(v):
+        return -1, 0, 0, 0
+    mant, e = math.frexp(v)
+    m = np.int64(mant * 9007199254740992.0)
+    pos = e + (OFFSET - 53)
+    q = pos // LIMB
+    scale = np.int64(1) << (pos - q * LIMB)
+    lo = (m & LIMB_MASK) * scale
+    hi = (m >> LIMB) * scale
+    return q, lo & LIMB_MASK, (lo >> LIMB) + (hi & LIMB_MASK), hi >> LIMB
+
+
+@numba.njit(cache=True, nogil=True)
+def _moment_digits(values, lower, upper, drop, use_drop):
+    """Count and per-position digit totals of kept values and their squares."""
+    acc = np.zeros((2, N_POS), np.int64)
+    count = 0
+    n = values.shape[0]
+    for i in range(n):
+        v = values[i]
+        if not (math.isfinite(v) and v >= lower and v <= upper):
+            continue
+        if use_drop and drop[i]:
+            continue
+        count += 1
+        for k in range(2):
+            w = v if k == 0 else v * v
+            q, d0, d1, d2 = split_digits(w)
+            if q >= 0:
+                acc[k, q] += d0
+                acc[k, q + 1] += d1
+                acc[k, q + 2] += d2
+    return count, acc
+
+
+def digits_to_units(acc_row: np.ndarray) -> int:
+    """Per-position digit totals as one integer in units of 2**-UNIT_EXP."""
+    return sum(
+        int(a) << (LIMB * k - OFFSET + UNIT_EXP)
+        for k, a in enumerate(acc_row.tolist())
+        if a
+    )
 
 
 def _exact_sum(values: np.ndarray) -> int:
-    """Exact sum of float64 ``values`` as an integer in units of 2**-UNIT_EXP."""
+    """Exact sum of float64 ``values`` as an integer in units of 2**-UNIT_EXP.
+
+    The plain numpy reference (frexp and bincount) for the compiled
+    :func:`moment_state`.
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[values != 0.0]
     if values.size == 0:
@@ -79,14 +152,17 @@ def moment_state(
 ) -> MomentState:
     """The state of the finite ``values`` within ``[lower, upper]``.
 
-    ``mask`` (True = leave out) excludes further pixels.
+    ``mask`` (True = leave out) excludes further pixels. One compiled pass;
+    equal, integer for integer, to :func:`_exact_sum` of the kept values.
     """
-    v = np.asarray(values, dtype=np.float64)
-    keep = np.isfinite(v) & (v >= lower) & (v <= upper)
-    if mask is not None:
-        keep &= ~np.asarray(mask, dtype=bool)
-    v = v[keep]
-    return MomentState(int(v.size), _exact_sum(v), _exact_sum(v * v))
+    v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+    if mask is None:
+        drop, use_drop = np.zeros(1, dtype=np.bool_), False
+    else:
+        drop = np.ascontiguousarray(mask, dtype=np.bool_).ravel()
+        use_drop = True
+    count, acc = _moment_digits(v, float(lower), float(upper), drop, use_drop)
+    return MomentState(int(count), digits_to_units(acc[0]), digits_to_units(acc[1]))
 
 
 def moments(state: MomentState) -> tuple[int, float, float]:
