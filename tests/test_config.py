@@ -21,6 +21,16 @@ def test_defaults_are_the_notebook_choices():
     assert (m.exclude_percentile, m.n_neighbors, m.power) == (90.0, 20, 0.0)
 
 
+def test_default_is_the_smooth_fit_iterated_twice():
+    cfg = Config()
+    assert PRESETS["default"] == cfg
+    assert cfg.final_method == "smoothfit" and cfg.n_rounds == 2
+    assert cfg.smoothfit.scale == 20.0 and cfg.smoothfit.order == 2
+    assert PRESETS["notebook"].final_method == "mesh"
+    assert PRESETS["notebook"].n_rounds == 1
+    assert PRESETS["notebook"].chunk_multiple == (30, 30)
+
+
 def test_toml_and_overrides(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('noise_mode = "local"\n[final_mesh]\nbox_size = [8, 4]\n')
@@ -31,7 +41,8 @@ def test_toml_and_overrides(tmp_path):
     assert cfg.final_mesh.box_size == (8, 4)
     assert cfg.final_mesh.bkg_estimator == "sextractor"
     assert cfg.n_rounds == 2
-    assert cfg.chunk_multiple == (40, 20)
+    # boxes (10, 10) and (8, 4) plus the smooth-fit grid step 6
+    assert cfg.chunk_multiple == (120, 60)
     assert Config.from_dict(cfg.to_dict()) == cfg
 
 

@@ -74,5 +74,36 @@ def test_power_of_two_boxes_take_chunks_as_given(scene_1000):
 
 def test_default_background_tracks_truth(scene_1000, mono_1000):
     resid = mono_1000.background.values - scene_1000.truth.values
-    assert np.nanstd(resid) < 0.02
+    assert np.nanstd(resid) < 0.006
     assert mono_1000.mask.values.mean() > 0.05
+
+
+@pytest.mark.parametrize("chunks", [128, (512, 256)])
+def test_tiling_invariant_notebook_preset(scene_1000, chunks):
+    image = scene_1000.scene.values[:700, :810]
+    mono = estimate_background(image, preset="notebook")
+    tiled = estimate_background(image, preset="notebook", chunks=chunks)
+    _assert_same(tiled, mono)
+    resid = mono.background.values - scene_1000.truth.values[:700, :810]
+    assert np.nanstd(resid) < 0.012
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["final_mesh.interpolator=spline", "first_mesh.interpolator=spline"],
+        ["final_mesh.bkg_estimator=sextractor", "final_mesh.bkg_rms_estimator=mad_std"],
+        ["final_mesh.bkg_estimator=biweight", "n_rounds=1", "final_method=mesh"],
+        ["final_mesh.bkg_estimator=mmm", "final_mesh.filter_threshold=1.0"],
+    ],
+    ids=["spline", "sextractor", "biweight-mesh", "mmm-threshold"],
+)
+def test_tiling_invariant_other_choices(scene_1000, overrides):
+    image = scene_1000.scene.values[:450, :510]
+    mono = estimate_background(image, overrides=overrides)
+    tiled = estimate_background(image, overrides=overrides, chunks=(120, 90))
+    assert np.array_equal(tiled.mask.values, mono.mask.values)
+    for name in ("background", "background_rms"):
+        np.testing.assert_allclose(
+            tiled[name].values, mono[name].values, rtol=2e-7, atol=0, equal_nan=True
+        )

@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an unfinished run in OUT, recomputing only what is missing",
     )
     run.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write the report here (default: OUT's name + _report beside a local "
+        "OUT; none for a URL)",
+    )
+    run.add_argument("--no-report", action="store_true", help="do not write the report")
+    run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
