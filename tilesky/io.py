@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -328,8 +329,10 @@ def _raise_clean(msg: str, exc: BaseException, secrets: tuple[str, ...]) -> None
     raise InputError(msg) from exc
 
 
-def _working_dtype(dtype: Any, what: str) -> np.dtype:
+def _working_dtype(dtype: Any, what: str, boolean: bool = False) -> np.dtype:
     dtype = np.dtype(dtype)
+    if boolean and dtype.kind == "b":
+        return dtype
     if dtype.kind == "c":
         msg = (
             f"{what} has complex dtype {dtype}; tilesky needs real pixel values, "
@@ -360,6 +363,9 @@ def _check_shape(shape: tuple, what: str, hint: str, box: tuple[int, int]) -> No
             f"{what} has shape {shape} ({len(shape)}-D); tilesky needs a 2-D "
             f"image (ny, nx): {hint}"
         )
+        raise InputError(msg)
+    if min(shape) == 0:
+        msg = f"{what} has shape {shape}: it is empty; pass an image with pixels"
         raise InputError(msg)
     if shape[0] < box[0] or shape[1] < box[1]:
         msg = (
@@ -441,6 +447,7 @@ def open_image(
     chunks: int | tuple[int, int] | None = None,
     box_size: int | tuple[int, int] = 1,
     storage_options: dict | None = None,
+    boolean: bool = False,
 ) -> ImageInput:
     """Open an image as a lazily read, box-aligned 2-D dask array.
 
@@ -464,6 +471,9 @@ def open_image(
         Passed to fsspec for URLs (e.g. ``endpoint_url``, ``key``, ``secret``
         for s3; s3fs also reads ``AWS_ENDPOINT_URL`` and the usual AWS
         variables itself). Never recorded in the identity.
+    boolean : bool
+        Accept boolean data and keep it boolean (for a mask opened like an
+        image); by default a boolean array is refused as an image.
 
     Returns
     -------
@@ -508,13 +518,13 @@ def open_image(
         _reject("hdu", hdu, "Dataset", "a FITS HDU")
         shapes = {str(k): v.shape for k, v in source.data_vars.items()}
         name = _pick_variable(shapes, source.attrs, variable, "the Dataset")
-        return _open_dataarray(source[name], box, chunks, source.attrs)
+        return _open_dataarray(source[name], box, chunks, source.attrs, boolean)
     if isinstance(source, xr.DataArray):
         _reject(
             "variable", variable, "DataArray", "an array in a Zarr group or Dataset"
         )
         _reject("hdu", hdu, "DataArray", "a FITS HDU")
-        return _open_dataarray(source, box, chunks, {})
+        return _open_dataarray(source, box, chunks, {}, boolean)
     if isinstance(source, da.Array):
         _reject(
             "variable", variable, "dask array", "an array in a Zarr group or Dataset"
@@ -525,7 +535,12 @@ def open_image(
         )
         identity["fingerprint"] = {"dask_name": source.name}
         data = _align_dask(
-            source, "the dask array", box, chunks, "select a plane, e.g. cube[0]"
+            source,
+            "the dask array",
+            box,
+            chunks,
+            "select a plane, e.g. cube[0]",
+            boolean,
         )
         return ImageInput(data, identity, None, None)
     if isinstance(source, np.ndarray):
@@ -533,11 +548,11 @@ def open_image(
             "variable", variable, "numpy array", "an array in a Zarr group or Dataset"
         )
         _reject("hdu", hdu, "numpy array", "a FITS HDU")
-        return _open_numpy(source, box, chunks)
+        return _open_numpy(source, box, chunks, boolean)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         try:
-            return _open_location(text, variable, hdu, box, chunks, options)
+            return _open_location(text, variable, hdu, box, chunks, options, boolean)
         except InputError as exc:
             clean = _scrub(str(exc), _secret_values(text, options))
             if clean != str(exc):
@@ -565,10 +580,15 @@ def _identity(kind: str, source: str, shape: tuple, dtype: Any, **extra: Any) ->
 
 
 def _align_dask(
-    arr: da.Array, what: str, box: tuple[int, int], chunks: Any, hint: str
+    arr: da.Array,
+    what: str,
+    box: tuple[int, int],
+    chunks: Any,
+    hint: str,
+    boolean: bool = False,
 ) -> da.Array:
     _check_shape(arr.shape, what, hint, box)
-    target = _working_dtype(arr.dtype, what)
+    target = _working_dtype(arr.dtype, what, boolean)
     native = tuple(c[0] for c in arr.chunks)
     edges = aligned_chunks(arr.shape, native if chunks is None else chunks, box)
     if arr.dtype != target:
@@ -578,11 +598,13 @@ def _align_dask(
     return arr.rechunk(edges)
 
 
-def _open_numpy(arr: np.ndarray, box: tuple[int, int], chunks: Any) -> ImageInput:
+def _open_numpy(
+    arr: np.ndarray, box: tuple[int, int], chunks: Any, boolean: bool = False
+) -> ImageInput:
     what = "the numpy array"
     hint = "select a plane, e.g. cube[0]"
     _check_shape(arr.shape, what, hint, box)
-    target = _working_dtype(arr.dtype, what)
+    target = _working_dtype(arr.dtype, what, boolean)
     identity = _identity("numpy", "<numpy array>", arr.shape, arr.dtype)
     identity["fingerprint"] = {"token": tokenize(arr)}
     if isinstance(arr, np.ma.MaskedArray):
@@ -597,7 +619,11 @@ def _open_numpy(arr: np.ndarray, box: tuple[int, int], chunks: Any) -> ImageInpu
 
 
 def _open_dataarray(
-    arr: xr.DataArray, box: tuple[int, int], chunks: Any, parent_attrs: Mapping
+    arr: xr.DataArray,
+    box: tuple[int, int],
+    chunks: Any,
+    parent_attrs: Mapping,
+    boolean: bool = False,
 ) -> ImageInput:
     label = f"DataArray {arr.name!r}" if arr.name is not None else "the DataArray"
     if arr.ndim != 2:
@@ -622,10 +648,10 @@ def _open_dataarray(
     values = arr.data
     if isinstance(values, da.Array):
         identity["fingerprint"] = {"dask_name": values.name}
-        data = _align_dask(values, label, box, chunks, "")
+        data = _align_dask(values, label, box, chunks, "", boolean)
     else:
         values = np.asarray(values)
-        opened = _open_numpy(values, box, chunks)
+        opened = _open_numpy(values, box, chunks, boolean)
         identity["fingerprint"] = opened.identity["fingerprint"]
         data = opened.data
     coords = {
@@ -649,6 +675,7 @@ def _open_location(
     box: tuple[int, int],
     chunks: Any,
     options: dict,
+    boolean: bool = False,
 ) -> ImageInput:
     from fsspec.implementations.local import LocalFileSystem
 
@@ -694,7 +721,9 @@ def _open_location(
     location = text if remote else label
     if kind == "zarr":
         _reject("hdu", hdu, "Zarr", "a FITS HDU")
-        return _open_zarr(location, label, remote, variable, box, chunks, options)
+        return _open_zarr(
+            location, label, remote, variable, box, chunks, options, boolean
+        )
     _reject("variable", variable, "FITS", "an array in a Zarr group or Dataset")
     return _open_fits(
         location, label, remote, fs, path, info, hdu, box, chunks, options
@@ -776,6 +805,7 @@ def _open_zarr(
     box: tuple[int, int],
     chunks: Any,
     options: dict,
+    boolean: bool = False,
 ) -> ImageInput:
     import zarr
 
@@ -823,7 +853,7 @@ def _open_zarr(
         else "store one plane as its own array"
     )
     _check_shape(array.shape, what, hint, box)
-    target = _working_dtype(array.dtype, what)
+    target = _working_dtype(array.dtype, what, boolean)
 
     try:
         meta = array.metadata.to_dict()
@@ -955,6 +985,15 @@ class _FitsReader:
         return out
 
 
+def _astropy_said(caught: list) -> str:
+    """The first warning astropy gave while failing, as a message suffix."""
+    for w in caught:
+        text = str(w.message).strip().splitlines()
+        if text:
+            return f" (astropy: {text[0].strip()})"
+    return ""
+
+
 def _is_image_hdu(h: Any) -> bool:
     from astropy.io import fits
 
@@ -1055,40 +1094,47 @@ def _open_fits(
     except Exception as exc:
         msg = f"cannot open input {label!r}: {_describe(exc)}"
         raise InputError(msg) from exc
-    try:
-        with _fits_file(location, remote, options) as hdul:
-            index = _select_hdu(hdul, hdu, repr(label))
-            h = hdul[index]
-            shape = tuple(int(n) for n in h.shape)
-            what = f"HDU {index} ({h.name!r}) of {label!r}"
-            _check_shape(shape, what, "choose a 2-D image HDU with hdu=", box)
-            compressed = isinstance(h, fits.CompImageHDU)
-            end = None if gzipped else _data_end(hdul, index)
-            size = info.get("size")
-            if end is not None and size is not None and int(size) < end:
-                msg = (
-                    f"{label!r} is truncated: {what} needs {end} bytes but the file "
-                    f"has {size}; re-copy or re-write the file"
-                )
-                raise InputError(msg)
-            # A one-pixel read gives the dtype astropy's scaling produces.
-            stored = h.section[0:1, 0:1].dtype
-            header = h.header.tostring()
-            bitpix = int(h.header["BITPIX"])
-            extname = h.name
-            sums = {
-                k.lower(): str(h.header[k])
-                for k in ("CHECKSUM", "DATASUM")
-                if k in h.header
-            }
-    except InputError:
-        raise
-    except Exception as exc:
-        msg = (
-            f"cannot open input {label!r} as FITS: {_describe(exc)}; "
-            "is it a valid, complete FITS file?"
-        )
-        raise InputError(msg) from exc
+    # astropy warns about a broken or truncated file before it fails (or
+    # before tilesky's own truncation check does): on stderr that would be a
+    # dozen lines around the one error line. Keep them for the message and
+    # show them only if the file opens after all.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            with _fits_file(location, remote, options) as hdul:
+                index = _select_hdu(hdul, hdu, repr(label))
+                h = hdul[index]
+                shape = tuple(int(n) for n in h.shape)
+                what = f"HDU {index} ({h.name!r}) of {label!r}"
+                _check_shape(shape, what, "choose a 2-D image HDU with hdu=", box)
+                compressed = isinstance(h, fits.CompImageHDU)
+                end = None if gzipped else _data_end(hdul, index)
+                size = info.get("size")
+                if end is not None and size is not None and int(size) < end:
+                    msg = (
+                        f"{label!r} is truncated: {what} needs {end} bytes but "
+                        f"the file has {size}; re-copy or re-write the file"
+                    )
+                    raise InputError(msg)
+                # A one-pixel read gives the dtype astropy's scaling produces.
+                stored = h.section[0:1, 0:1].dtype
+                header = h.header.tostring()
+                bitpix = int(h.header["BITPIX"])
+                extname = h.name
+                sums = {
+                    k.lower(): str(h.header[k])
+                    for k in ("CHECKSUM", "DATASUM")
+                    if k in h.header
+                }
+        except InputError:
+            raise
+        except Exception as exc:
+            msg = (
+                f"cannot open input {label!r} as FITS: {_describe(exc)}"
+                f"{_astropy_said(caught)}; is it a valid, complete FITS file?"
+            )
+            raise InputError(msg) from exc
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     target = _working_dtype(stored, what)
     header_digest = hashlib.sha256(header.encode()).hexdigest()
