@@ -25,7 +25,7 @@ def test_default_is_the_smooth_fit_iterated_twice():
     cfg = Config()
     assert PRESETS["default"] == cfg
     assert cfg.final_method == "smoothfit" and cfg.n_rounds == 2
-    assert cfg.smoothfit.scale == 20.0 and cfg.smoothfit.order == 2
+    assert cfg.smoothfit.scale == 25.0 and cfg.smoothfit.order == 2
     assert PRESETS["notebook"].final_method == "mesh"
     assert PRESETS["notebook"].n_rounds == 1
     assert PRESETS["notebook"].chunk_multiple == (30, 30)

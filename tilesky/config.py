@@ -257,7 +257,7 @@ class SmoothFitConfig:
     before cubic interpolation to every pixel (chunks are multiples of it).
     """
 
-    scale: float = 20.0
+    scale: float = 25.0
     order: int = 2
     truncate: float = 4.0
     step: int = 6
@@ -432,8 +432,8 @@ def _parse_value(raw: str) -> Any:
 #: sequence (ring median, first mask, box-10 mesh with IDW, multi-scale
 #: masks, box-6 mesh with IDW). ``default`` keeps its masks and replaces the
 #: last mesh + IDW step by the masked local quadratic fit, iterated twice
-#: with the multi-scale masks: residual RMS against the truth about 0.4x the
-#: notebook's on its scene (benchmarks/quality.py).
+#: with the multi-scale masks: residual RMS against the truth about 0.35x
+#: the notebook's on its scene (benchmarks/quality.py).
 PRESETS: dict[str, Config] = {
     "notebook": Config(final_method="mesh", n_rounds=1),
     "default": Config(),

@@ -129,8 +129,15 @@ def _subtract(scene, background):
     return (scene - background).astype(np.float32)
 
 
-def _fill_from(primary, fallback):
-    return np.where(np.isnan(primary), fallback, primary).astype(np.float32)
+def _fill_holes(mesh, primary, *, interp, out_shape, out_offset, mesh_offset):
+    """``primary`` with its NaN pixels taken from the mesh interpolation."""
+    holes = np.isnan(primary)
+    if not holes.any():
+        return primary.astype(np.float32, copy=False)
+    fallback = interp(
+        mesh, out_shape=out_shape, out_offset=out_offset, mesh_offset=mesh_offset
+    )
+    return np.where(holes, fallback, primary).astype(np.float32)
 
 
 def _smoothfit_kernel(scene, mask, *, scale, order, truncate, step):
@@ -167,8 +174,26 @@ def _global_noise(backend, array, *, clip: float | None, maxiters: int = 10, mas
     return {"count": n, "mean": mean, "std": std}
 
 
-def _mesh_background(backend, image, mask, m: MeshConfig, *, shape, chunks, label):
-    """Background2D-like mesh stage: stats, fill, filter, interpolate."""
+def _mesh_background(
+    backend,
+    image,
+    mask,
+    m: MeshConfig,
+    *,
+    shape,
+    chunks,
+    label,
+    want_background=True,
+    want_rms=True,
+    fallback_for=None,
+):
+    """Background2D-like mesh stage: stats, fill, filter, interpolate.
+
+    Only the full-resolution maps asked for are interpolated. With
+    ``fallback_for`` (a full-resolution background with NaN holes) the
+    background map is that array with its holes filled from the mesh, and
+    tiles without holes skip the interpolation.
+    """
     stats_kw = {
         "exclude_percentile": m.exclude_percentile,
         "sigma_clip": make_sigma_clip(m.sigma_clip, m.sigma_clip_maxiters),
@@ -247,7 +272,10 @@ def _mesh_background(backend, image, mask, m: MeshConfig, *, shape, chunks, labe
         depth = spline_depth()
         sources = [bkg_mesh, rms_mesh]
     maps = []
-    for src in sources:
+    for src, wanted in zip(sources, (want_background, want_rms), strict=True):
+        if not wanted:
+            maps.append(None)
+            continue
         if interp is None:
             func = functools.partial(
                 spline_interpolate,
@@ -257,6 +285,10 @@ def _mesh_background(backend, image, mask, m: MeshConfig, *, shape, chunks, labe
             )
         else:
             func = interp
+        pixels = ()
+        if fallback_for is not None and src is sources[0]:
+            func = functools.partial(_fill_holes, interp=func)
+            pixels = (fallback_for,)
         maps.append(
             backend.to_pixels(
                 func,
@@ -266,6 +298,7 @@ def _mesh_background(backend, image, mask, m: MeshConfig, *, shape, chunks, labe
                 shape=shape,
                 dtype=np.float32,
                 name="interpolate",
+                pixels=pixels,
                 **to_pix,
             )
         )
@@ -351,6 +384,7 @@ def run_pipeline(
             shape=shape,
             chunks=chunks,
             label="first_noise",
+            want_background=False,
         )
         mask_inputs = [smoothed, local_rms]
     mask = backend.local(
@@ -367,18 +401,30 @@ def run_pipeline(
     mask = backend.checkpoint("first_mask", mask)
     lap("first_mask")
 
-    # 2. first mesh background
+    # 2. first mesh background; its RMS map is needed only as local noise.
+    local = cfg.noise_mode == "local"
     background, background_rms, meshes = _mesh_background(
-        backend, scene, mask, cfg.first_mesh, shape=shape, chunks=chunks, label="first"
+        backend,
+        scene,
+        mask,
+        cfg.first_mesh,
+        shape=shape,
+        chunks=chunks,
+        label="first",
+        want_rms=local,
     )
     background = backend.checkpoint("first_background", background)
-    background_rms = backend.checkpoint("first_background_rms", background_rms)
+    if local:
+        background_rms = backend.checkpoint("first_background_rms", background_rms)
     result.first_mesh_arrays = meshes
     lap("first_mesh")
 
     # 3. rounds of multi-scale masks and final background
     sm = cfg.source_mask
     for rnd in range(cfg.n_rounds):
+        # The RMS map is an output of the last round, and local noise for the
+        # next one; otherwise nobody reads it.
+        want_rms = local or rnd == cfg.n_rounds - 1
         residual = backend.local(
             _subtract, [scene, background], depth=0, dtype=np.float32, name="residual"
         )
@@ -431,18 +477,10 @@ def run_pipeline(
                 shape=shape,
                 chunks=chunks,
                 label=f"round{rnd + 1}",
+                want_rms=want_rms,
             )
         else:
             sf = cfg.smoothfit
-            mesh_background, background_rms, meshes = _mesh_background(
-                backend,
-                scene,
-                mask,
-                cfg.final_mesh,
-                shape=shape,
-                chunks=chunks,
-                label=f"round{rnd + 1}",
-            )
             fit = backend.local(
                 functools.partial(
                     _smoothfit_kernel,
@@ -458,17 +496,22 @@ def run_pipeline(
             )
             # Where a masked region is wider than the fit window the fit has
             # no data; the mesh background (wider reach) takes over there.
-            background = backend.local(
-                _fill_from,
-                [fit, mesh_background],
-                depth=0,
-                dtype=np.float32,
-                name="smoothfit",
+            background, background_rms, meshes = _mesh_background(
+                backend,
+                scene,
+                mask,
+                cfg.final_mesh,
+                shape=shape,
+                chunks=chunks,
+                label=f"round{rnd + 1}",
+                want_rms=want_rms,
+                fallback_for=fit,
             )
         background = backend.checkpoint(f"background_round{rnd + 1}", background)
-        background_rms = backend.checkpoint(
-            f"background_rms_round{rnd + 1}", background_rms
-        )
+        if want_rms:
+            background_rms = backend.checkpoint(
+                f"background_rms_round{rnd + 1}", background_rms
+            )
         lap(f"round{rnd + 1}")
 
     background = backend.local(

@@ -73,9 +73,12 @@ class WholeImage:
     def mesh_stats(self, func, image, mask, *, box_size, name, **kw):
         return func(image, mask, box_size=box_size, **kw)
 
-    def to_pixels(self, func, meshes, *, box_size, depth, shape, dtype, name, **kw):
+    def to_pixels(
+        self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
+    ):
         return func(
             *meshes,
+            *pixels,
             out_shape=tuple(shape),
             out_offset=(0, 0),
             mesh_offset=(0, 0),
@@ -160,10 +163,14 @@ class Tiled:
         )
         return stacked[0], stacked[1], stacked[2].astype(np.int32)
 
-    def to_pixels(self, func, meshes, *, box_size, depth, shape, dtype, name, **kw):
+    def to_pixels(
+        self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
+    ):
         d = (depth, depth) if isinstance(depth, int) else tuple(depth)
         chunks = kw.pop("chunks")
         inputs = [TileInput(m, depth=d, down=tuple(box_size)) for m in meshes]
+        # Full-resolution inputs come without a halo, after the meshes.
+        inputs += [TileInput(p) for p in pixels]
         return tile_map(
             _to_pixels_kernel,
             inputs,
