@@ -55,7 +55,8 @@ def test_slurm_and_dockerfile_name_the_same_image_and_command():
     sbatch = (DEPLOY / "slurm" / "tilesky.sbatch").read_text()
     assert f'IMAGE = "{IMAGE}"' in py
     assert f"docker://{IMAGE}" in sbatch
-    assert '["tilesky", "run", args.input, args.output, "--scheduler"' in py
+    flat = re.sub(r"\s+", "", py)
+    assert '["tilesky","run",args.input,args.output,"--scheduler"' in flat
     assert re.search(r"tilesky run \S+ \S+ --scheduler", sbatch)
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert f"-t {IMAGE}" in dockerfile

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dask
@@ -56,7 +56,7 @@ def execution(
     memory_limit: str | None = "auto",
     host: str = "127.0.0.1",
     dashboard: bool = True,
-    announce=None,
+    announce: Callable[[str], None] | None = None,
 ) -> Iterator[ExecutionContext]:
     """Context in which dask computations run where the user asked.
 
@@ -69,10 +69,37 @@ def execution(
         Worker processes of the local cluster (default: one per core).
     threads_per_worker : int
         Threads per local worker.
+    memory_limit : str, optional
+        Memory limit of each local worker (dask's syntax, ``"auto"`` shares
+        the machine's memory).
     host : str
         Interface the local scheduler and dashboard bind to.
+    dashboard : bool
+        Serve the local cluster's dashboard (on ``host``, a free port).
     announce : callable, optional
-        Called with a one-line message (e.g. the dashboard address).
+        Called with a one-line message: the cluster, its workers and its
+        dashboard address (default: print on stderr).
+
+    Yields
+    ------
+    ExecutionContext
+        ``kind`` (``"threads"``, ``"local"`` or ``"remote"``), the
+        distributed client (None for threads) and the dashboard link.
+
+    Raises
+    ------
+    ClusterError
+        The local cluster cannot start or the scheduler cannot be reached.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from tilesky.cluster import execution
+    >>> with execution("threads") as ctx:
+    ...     int(da.ones(10, chunks=5).sum().compute())
+    10
+    >>> ctx.kind
+    'threads'
     """
     say = announce or (lambda msg: print(msg, file=sys.stderr))
     if scheduler == "threads":
@@ -126,8 +153,29 @@ def execution(
     except Exception as exc:
         msg = f"cannot connect to the Dask scheduler at {scheduler}: {exc}"
         raise ClusterError(msg) from None
-    link = client.dashboard_link
-    say(f"tilesky: connected to {scheduler}; dashboard: {link}")
+    try:
+        link = client.dashboard_link or None
+        n_workers = len(client.nthreads())
+    except Exception as exc:
+        client.close()
+        msg = f"the Dask scheduler at {scheduler} does not answer: {exc}"
+        raise ClusterError(msg) from None
+    where = (
+        scheduler
+        if "://" in scheduler
+        else f"{client.scheduler.address} (scheduler file {scheduler})"
+    )
+    # Tasks wait for workers rather than fail, and an adaptive cluster only
+    # grows once tasks arrive: say so instead of seeming to hang.
+    workers = (
+        f"{n_workers} worker(s)"
+        if n_workers
+        else "no workers yet (tasks wait until workers join)"
+    )
+    say(
+        f"tilesky: connected to {where} with {workers}"
+        + (f"; dashboard: {link}" if link else "; no dashboard")
+    )
     try:
         yield ExecutionContext("remote", client, link)
     finally:

@@ -201,10 +201,14 @@ def _mesh_background(
         "bkg_rms_estimator": make_estimator(m.bkg_rms_estimator, "rms"),
     }
     bkg_raw, rms_raw, n_good = backend.mesh_stats(
-        mesh_statistics, image, mask, box_size=m.box_size, name="mesh-stats", **stats_kw
+        mesh_statistics,
+        image,
+        mask,
+        box_size=m.box_size,
+        name="mesh-stats",
+        stage=label,
+        **stats_kw,
     )
-    bkg_raw = backend.checkpoint(f"{label}_bkg_raw", bkg_raw)
-    rms_raw = backend.checkpoint(f"{label}_rms_raw", rms_raw)
     global_min = backend.nanmin(bkg_raw)
     if math.isnan(global_min):
         threshold = (1 - m.exclude_percentile / 100.0) * m.box_size[0] * m.box_size[1]

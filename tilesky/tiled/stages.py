@@ -70,7 +70,7 @@ class WholeImage:
     def local(self, func, arrays, *, depth, dtype, name, **kw):
         return np.asarray(func(*arrays, **kw), dtype=dtype)
 
-    def mesh_stats(self, func, image, mask, *, box_size, name, **kw):
+    def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
         return func(image, mask, box_size=box_size, **kw)
 
     def to_pixels(
@@ -133,7 +133,7 @@ class Tiled:
             kwargs={"func": func, "kw": kw},
         )
 
-    def mesh_stats(self, func, image, mask, *, box_size, name, **kw):
+    def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
         by, bx = box_size
         out_chunks = tuple(
             tuple(-(-c // b) for c in chunks)
@@ -161,6 +161,10 @@ class Tiled:
             leading=3,
             kwargs={"func": func, "kw": kw},
         )
+        # One materialization for the three maps: slicing before it would
+        # compute the box statistics once per map.
+        if stage is not None:
+            stacked = self.checkpoint(f"{stage}_mesh_stats", stacked)
         return stacked[0], stacked[1], stacked[2].astype(np.int32)
 
     def to_pixels(

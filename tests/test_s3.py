@@ -1,0 +1,348 @@
+"""tilesky against a real S3-compatible server (moto) on loopback.
+
+The server enforces credentials: moto checks signatures once its first
+``INITIAL_NO_AUTH_ACTION_COUNT`` requests (used here to create an IAM user,
+its access key and an allow-all policy) have been served. The environment
+therefore carries that user's key, not moto's usual ``testing`` pair, so a
+wrong or missing credential is really refused.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import zarr
+from astropy.io import fits
+
+from tilesky.cli import main
+from tilesky.simulate import write_simulation
+from tilesky.store import open_run
+
+s3fs = pytest.importorskip("s3fs")
+boto3 = pytest.importorskip("boto3")
+
+BIN = Path(sys.executable).parent
+BUCKET = "tilesky-test"
+SHAPE = (300, 450)
+CHUNKS = "150"
+# Reports (plots) are not what these tests are about.
+RUN_OPTS = ("--chunks", CHUNKS, "--no-report")
+WRONG_SECRET = "wrong-secret-Zq81xV"
+START_TIMEOUT = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """``moto_server`` on 127.0.0.1 with authentication switched on."""
+
+    def __init__(self, log_dir: Path):
+        self.log = open(log_dir / "moto.log", "wb")
+        self.proc = None
+        for _ in range(3):  # another process may take the port first
+            self.port = _free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3"),
+            )
+            if self._wait_up():
+                return
+            self.stop()
+        pytest.fail(f"moto_server did not start:\n{(log_dir / 'moto.log').read_text()}")
+
+    def _wait_up(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                # The moto API is not an AWS action: it does not count.
+                with urllib.request.urlopen(self.url + "/moto-api/", timeout=2):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def create_user(self) -> tuple[str, str]:
+        """The three unauthenticated actions: a user, its key, a policy."""
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="tilesky")
+        key = iam.create_access_key(UserName="tilesky")["AccessKey"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
+        iam.put_user_policy(
+            UserName="tilesky", PolicyName="all", PolicyDocument=json.dumps(policy)
+        )
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory, request):
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    request.addfinalizer(server.stop)
+    server.key, server.secret = server.create_user()
+    return server
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch, moto):
+    """Credentials from the environment only; no profile, no real AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    # fsspec caches filesystems by their arguments, not by the environment.
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _fs(moto, **kw):
+    return s3fs.S3FileSystem(
+        key=moto.key,
+        secret=moto.secret,
+        endpoint_url=moto.url,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def data(moto, tmp_path_factory):
+    """The scene on S3 as Zarr (written there directly) and as FITS, and the
+    run of its local FITS copy."""
+    opts = {"key": moto.key, "secret": moto.secret, "endpoint_url": moto.url}
+    fs = _fs(moto)
+    fs.mkdir(BUCKET)
+    with dask.config.set(scheduler="threads"):
+        ds = write_simulation(
+            f"s3://{BUCKET}/scene.zarr",
+            shape=SHAPE,
+            seed=4,
+            chunks=150,
+            storage_options=opts,
+        )
+        scene = np.asarray(ds.scene.values)
+    local = tmp_path_factory.mktemp("s3data")
+    fits.PrimaryHDU(scene).writeto(local / "scene.fits")
+    fs.put(str(local / "scene.fits"), f"{BUCKET}/scene.fits")
+    out = local / "local_run.zarr"
+    assert (
+        main(
+            [
+                "run",
+                str(local / "scene.fits"),
+                str(out),
+                *RUN_OPTS,
+                "--scheduler",
+                "threads",
+            ]
+        )
+        == 0
+    )
+    return {"arrays": _arrays(str(out)), "local_fits": str(local / "scene.fits")}
+
+
+def _arrays(url: str, storage_options: dict | None = None) -> dict:
+    kw = {"storage_options": storage_options} if storage_options else {}
+    group = zarr.open_group(url, mode="r", **kw)
+    names = sorted(name for name, _ in group.arrays())
+    assert {"background", "background_rms", "mask", "background_mesh"} <= set(names), (
+        names
+    )
+    return {name: group[name][...] for name in names}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert sorted(got) == sorted(want)
+    for name, ref in want.items():
+        assert got[name].dtype == ref.dtype, name
+        assert np.array_equal(got[name], ref, equal_nan=ref.dtype.kind == "f"), name
+
+
+def _assert_no_secret(moto, out_key: str, captured) -> None:
+    """Neither the store's attributes nor the console show a credential."""
+    root = _fs(moto).cat(f"{BUCKET}/{out_key}/zarr.json").decode()
+    for secret in (moto.secret, moto.key):
+        assert secret not in root
+        assert secret not in captured.out
+        assert secret not in captured.err
+
+
+def _run(*args: str) -> int:
+    return main(["run", *args, *RUN_OPTS, "--scheduler", "threads"])
+
+
+def _one_line_error(code: int, captured) -> str:
+    err = captured.err.strip()
+    assert code == 1, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tilesky: error:"), lines[0]
+    return lines[0]
+
+
+def test_zarr_on_s3_with_endpoint_option(moto, data, capsys):
+    out = f"s3://{BUCKET}/from_zarr.zarr"
+    code = _run(
+        f"s3://{BUCKET}/scene.zarr", out, "--storage-option", f"endpoint_url={moto.url}"
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    # Progress bars are for terminals; stderr is captured here.
+    assert "tilesky: writing" not in captured.err
+    opts = {"endpoint_url": moto.url}
+    ds = open_run(out, storage_options=opts)
+    assert ds.attrs["input"]["kind"] == "zarr"
+    assert ds.attrs["input"]["source"] == f"s3://{BUCKET}/scene.zarr"
+    _assert_same(_arrays(out, opts), data["arrays"])
+    _assert_no_secret(moto, "from_zarr.zarr", captured)
+
+
+def test_fits_on_s3_with_credentials_as_options(moto, data, capsys, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    out = f"s3://{BUCKET}/from_fits.zarr"
+    code = _run(
+        f"s3://{BUCKET}/scene.fits",
+        out,
+        "--storage-option",
+        f"endpoint_url={moto.url}",
+        "--storage-option",
+        f"key={moto.key}",
+        "--storage-option",
+        f"secret={moto.secret}",
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    opts = {"endpoint_url": moto.url, "key": moto.key, "secret": moto.secret}
+    ds = open_run(out, storage_options=opts)
+    assert ds.attrs["input"]["kind"] == "fits"
+    _assert_same(_arrays(out, opts), data["arrays"])
+    _assert_no_secret(moto, "from_fits.zarr", captured)
+
+
+def test_endpoint_from_environment(moto, data, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    out = f"s3://{BUCKET}/from_env.zarr"
+    code = _run(f"s3://{BUCKET}/scene.zarr", out)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert open_run(out).attrs["tilesky_status"] == "complete"
+    _assert_same(_arrays(out), data["arrays"])
+
+
+def test_wrong_bucket_is_one_line_and_leaves_nothing(moto, data, capsys):
+    fs = _fs(moto)
+    endpoint = ["--storage-option", f"endpoint_url={moto.url}"]
+    code = _run(
+        "s3://no-such-bucket-in/scene.zarr", f"s3://{BUCKET}/never.zarr", *endpoint
+    )
+    line = _one_line_error(code, capsys.readouterr())
+    assert "no-such-bucket-in" in line
+    assert not fs.exists(f"{BUCKET}/never.zarr")
+
+    code = _run(
+        f"s3://{BUCKET}/scene.zarr", "s3://no-such-bucket-out/out.zarr", *endpoint
+    )
+    line = _one_line_error(code, capsys.readouterr())
+    assert "no-such-bucket-out" in line
+    fs.invalidate_cache()
+    assert "no-such-bucket-out" not in {b.rstrip("/") for b in fs.ls("")}
+
+
+def test_bad_credentials_are_one_line_and_never_shown(moto, data, capsys, monkeypatch):
+    fs = _fs(moto)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    out = f"s3://{BUCKET}/bad_secret.zarr"
+    code = _run(
+        f"s3://{BUCKET}/scene.zarr",
+        out,
+        "--storage-option",
+        f"endpoint_url={moto.url}",
+        "--storage-option",
+        f"key={moto.key}",
+        "--storage-option",
+        f"secret={WRONG_SECRET}",
+    )
+    captured = capsys.readouterr()
+    line = _one_line_error(code, captured)
+    assert WRONG_SECRET not in captured.err + captured.out
+    assert "scene.zarr" in line and "check the credentials" in line, line
+    assert not fs.exists(f"{BUCKET}/bad_secret.zarr")
+
+    # A local input and an output the secret cannot write.
+    code = _run(
+        data["local_fits"],
+        out,
+        "--storage-option",
+        f"endpoint_url={moto.url}",
+        "--storage-option",
+        f"key={moto.key}",
+        "--storage-option",
+        f"secret={WRONG_SECRET}",
+    )
+    captured = capsys.readouterr()
+    line = _one_line_error(code, captured)
+    assert WRONG_SECRET not in captured.err + captured.out
+    assert "bad_secret.zarr" in line and "check the credentials" in line, line
+    assert not fs.exists(f"{BUCKET}/bad_secret.zarr")
+
+    # An access key the server does not know, from the environment.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
+    code = _run(
+        f"s3://{BUCKET}/scene.fits", out, "--storage-option", f"endpoint_url={moto.url}"
+    )
+    captured = capsys.readouterr()
+    line = _one_line_error(code, captured)
+    assert WRONG_SECRET not in captured.err + captured.out
+    assert "scene.fits" in line and "check the credentials" in line, line
+    assert not fs.exists(f"{BUCKET}/bad_secret.zarr")
