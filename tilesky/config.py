@@ -480,4 +480,3 @@ def load_config(
         data.pop("preset", None)
         cfg = Config.from_dict(data, base=cfg)
     return cfg.with_overrides(overrides)
-
