@@ -353,7 +353,7 @@ def test_run_on_scheduler_address_equals_threads(
     assert code == 0, err
     assert f"connected to {cluster.address} with 2 worker(s)" in err
     # distributed.progress bars, on stderr only.
-    assert "tilesky: writing background (9 blocks)" in err
+    assert re.search(r"tilesky: writing background, .*\(\d+ blocks\)", err), err
     assert "100% Completed" in err
     assert "Completed" not in captured.out
     assert open_run(str(out)).attrs["tilesky_status"] == "complete"
@@ -462,7 +462,7 @@ def test_killed_run_resumes_with_less_work(scene, reference, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "tilesky: writing background (9 blocks)" in err
+    assert re.search(r"tilesky: writing background, .*\(\d+ blocks\)", err), err
     _assert_same_output(str(out), reference)
     blocks = zarr.open_group(str(out), mode="r").attrs["blocks"]
     full = reference["blocks"]["written"]

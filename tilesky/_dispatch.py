@@ -394,17 +394,19 @@ def run_to_store(
         result = run_pipeline(
             scene,
             config,
-            Tiled(checkpoint=store.checkpoint),
+            Tiled(checkpoint=store.checkpoint, checkpoint_many=store.checkpoint_many),
             coverage_mask=user_mask,
         )
-        for name, arr in result.arrays.items():
-            store.outputs[name] = store.write_array(name, arr, dims=("y", "x"))
-        for name, arr in result.mesh_arrays.items():
-            store.write_array(name, arr, dims=("y_mesh", "x_mesh"))
-        for name, arr in result.first_mesh_arrays.items():
-            store.write_array(
-                f"first_{name}", arr, dims=("y_mesh_first", "x_mesh_first")
-            )
+        items = [(n, a, ("y", "x"), None) for n, a in result.arrays.items()]
+        items += [
+            (n, a, ("y_mesh", "x_mesh"), None) for n, a in result.mesh_arrays.items()
+        ]
+        items += [
+            (f"first_{n}", a, ("y_mesh_first", "x_mesh_first"), None)
+            for n, a in result.first_mesh_arrays.items()
+        ]
+        stored = store.write_arrays(items)
+        store.outputs = {item[0]: arr for item, arr in zip(items, stored, strict=True)}
     except Exception:
         # A run that failed before writing anything leaves nothing behind; one
         # that wrote blocks stays marked "running" so it can be resumed.

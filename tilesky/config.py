@@ -117,6 +117,7 @@ class FirstMaskConfig:
     n_sigma: float = 1.0
     dilate_radius: int = 2
     noise_sigma_clip: float | None = None
+    noise_sigma_clip_maxiters: int = 5
 
     def __post_init__(self) -> None:
         _positive("first_mask.smooth_sigma", self.smooth_sigma)
@@ -205,7 +206,9 @@ class SourceMaskConfig:
 
     For each ``fwhm[i]``: smooth with a Gaussian of that FWHM, threshold at
     ``n_sigma`` times the noise of the unsmoothed residual (as photutils'
-    old ``make_source_mask`` did), keep 8-connected groups of at least
+    old ``make_source_mask`` did: sigma-clipped at ``noise_sigma_clip`` with
+    at most ``noise_sigma_clip_maxiters`` passes, its default 5), keep
+    8-connected groups of at least
     ``n_pixels``, dilate with a circular top-hat of ``tophat_radius[i]``;
     the scales are ORed.
     """
@@ -215,6 +218,7 @@ class SourceMaskConfig:
     n_sigma: float = 1.5
     n_pixels: int = 3
     noise_sigma_clip: float | None = 3.0
+    noise_sigma_clip_maxiters: int = 5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fwhm", _floats("source_mask.fwhm", self.fwhm))

@@ -149,13 +149,15 @@ def _smoothfit_kernel(scene, mask, *, scale, order, truncate, step):
 # -- helpers ----------------------------------------------------------------
 
 
-def _global_noise(backend, array, *, clip: float | None, maxiters: int = 10, mask=None):
+def _global_noise(backend, array, *, clip: float | None, maxiters: int = 5, mask=None):
     """Standard deviation of ``array``'s finite pixels, optionally sigma-clipped.
 
     Clipping is about the mean (each pass is one exact reduction) and stops
     when an iteration keeps the same pixels or after ``maxiters`` passes.
+    The array is held in memory for the passes when it fits.
     """
-    n, mean, std = moments(backend.moments(array, mask=mask))
+    held = backend.hold(array)
+    n, mean, std = moments(backend.moments(held, mask=mask))
     if n == 0:
         msg = "no finite, unmasked pixels left to estimate the noise from"
         raise PipelineError(msg)
@@ -163,11 +165,12 @@ def _global_noise(backend, array, *, clip: float | None, maxiters: int = 10, mas
         for _ in range(maxiters):
             lo, hi = clip_bounds(mean, std, clip)
             n2, mean2, std2 = moments(
-                backend.moments(array, lower=lo, upper=hi, mask=mask)
+                backend.moments(held, lower=lo, upper=hi, mask=mask)
             )
             if n2 == n or n2 == 0:
                 break
             n, mean, std = n2, mean2, std2
+    backend.release(held)
     if not std > 0:
         msg = "the noise of the image is zero: a constant image has no sky to estimate"
         raise PipelineError(msg)
@@ -245,8 +248,10 @@ def _mesh_background(
     rms_mesh = backend.local(
         filt, [rms_f, bkg_f], depth=depth, dtype=np.float32, name="mesh-filter"
     )
-    bkg_mesh = backend.checkpoint(f"{label}_bkg_mesh", bkg_mesh)
-    rms_mesh = backend.checkpoint(f"{label}_rms_mesh", rms_mesh)
+    held = backend.checkpoint_many(
+        {f"{label}_bkg_mesh": bkg_mesh, f"{label}_rms_mesh": rms_mesh}
+    )
+    bkg_mesh, rms_mesh = held[f"{label}_bkg_mesh"], held[f"{label}_rms_mesh"]
 
     to_pix = {"chunks": chunks} if backend.tiled else {}
     if m.interpolator == "idw":
@@ -375,7 +380,12 @@ def run_pipeline(
 
     first_kw = {"n_sigma": fm.n_sigma, "radius": fm.dilate_radius}
     if cfg.noise_mode == "global":
-        noise = _global_noise(backend, smoothed, clip=fm.noise_sigma_clip)
+        noise = _global_noise(
+            backend,
+            smoothed,
+            clip=fm.noise_sigma_clip,
+            maxiters=fm.noise_sigma_clip_maxiters,
+        )
         result.noise["first_mask"] = noise
         mask_inputs = [smoothed]
         first_kw["level"] = noise["std"]
@@ -433,7 +443,12 @@ def run_pipeline(
             _subtract, [scene, background], depth=0, dtype=np.float32, name="residual"
         )
         if cfg.noise_mode == "global":
-            noise = _global_noise(backend, residual, clip=sm.noise_sigma_clip)
+            noise = _global_noise(
+                backend,
+                residual,
+                clip=sm.noise_sigma_clip,
+                maxiters=sm.noise_sigma_clip_maxiters,
+            )
             result.noise[f"source_mask_round{rnd + 1}"] = noise
             noise_inputs: list = []
             level = noise["std"]

@@ -261,8 +261,12 @@ class RunStore:
         attrs: Mapping[str, Any] | None = None,
     ) -> da.Array:
         """Write ``array`` block by block, skipping blocks already stored."""
+        return self.write_arrays([(path, array, dims, attrs)])[0]
+
+    def _target(self, path, array, dims, attrs):
         chunks = tuple(c[0] for c in array.chunks)
         fill = np.nan if array.dtype.kind == "f" else 0
+        target = None
         if path in self.group and isinstance(self.group[path], zarr.Array):
             target = self.group[path]
             if (
@@ -272,8 +276,6 @@ class RunStore:
             ):
                 del self.group[path]
                 target = None
-        else:
-            target = None
         if target is None:
             target = self.group.create_array(
                 path,
@@ -286,39 +288,61 @@ class RunStore:
             )
         if attrs:
             target.attrs.update(_jsonable(dict(attrs)))
-        existing = self._existing_blocks(target.path)
-        bounds = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks]
-        # Low-level fusion would rename tasks after the chain they fuse
-        # ("getitem-mesh-stats-astype"); unfused, each task keeps its stage's
-        # name on the dashboard, for a handful more tasks.
-        with dask.config.set({"optimization.fuse.active": False}):
-            blocks = array.to_delayed()
+        return target
+
+    def write_arrays(self, items) -> list[da.Array]:
+        """Write several arrays in one computation (shared inputs once).
+
+        ``items`` holds ``(path, array, dims, attrs)`` tuples; returns the
+        stored arrays, read back lazily.
+        """
+        targets = [self._target(*item) for item in items]
         tasks = []
-        # Keys ("store-<unique>", i, j): the dashboard groups them as "store",
-        # and two runs sharing a scheduler never share a key.
-        name = f"store-{uuid.uuid4().hex}"
-        for index in np.ndindex(*blocks.shape):
-            if index in existing:
-                self.blocks_skipped += 1
-                continue
-            region = tuple(
-                slice(int(b[i]), int(b[i + 1]))
-                for b, i in zip(bounds, index, strict=True)
-            )
-            tasks.append(
-                dask.delayed(_write_block, pure=False)(
-                    blocks[index],
-                    self.url,
-                    self.storage_options or None,
-                    target.path,
-                    region,
-                    dask_key_name=(name, *index),
+        for (_, array, _, _), target in zip(items, targets, strict=True):
+            existing = self._existing_blocks(target.path)
+            bounds = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks]
+            # Low-level fusion would rename tasks after the chain they fuse
+            # ("getitem-mesh-stats-astype"); unfused, each task keeps its
+            # stage's name on the dashboard, for a handful more tasks.
+            with dask.config.set({"optimization.fuse.active": False}):
+                blocks = array.to_delayed()
+            # Keys ("store-<unique>", i, j): the dashboard groups them as
+            # "store", and two runs sharing a scheduler never share a key.
+            name = f"store-{uuid.uuid4().hex}"
+            for index in np.ndindex(*blocks.shape):
+                if index in existing:
+                    self.blocks_skipped += 1
+                    continue
+                region = tuple(
+                    slice(int(b[i]), int(b[i + 1]))
+                    for b, i in zip(bounds, index, strict=True)
                 )
-            )
+                tasks.append(
+                    dask.delayed(_write_block, pure=False)(
+                        blocks[index],
+                        self.url,
+                        self.storage_options or None,
+                        target.path,
+                        region,
+                        dask_key_name=(name, *index),
+                    )
+                )
         if tasks:
-            label = f"writing {path} ({len(tasks)} blocks)"
+            paths = ", ".join(item[0] for item in items)
+            label = f"writing {paths} ({len(tasks)} blocks)"
             self.blocks_written += sum(_progress.compute(*tasks, label=label))
-        return da.from_zarr(target, chunks=array.chunks)
+        return [
+            da.from_zarr(target, chunks=item[1].chunks)
+            for item, target in zip(items, targets, strict=True)
+        ]
+
+    def checkpoint_many(self, arrays: Mapping[str, da.Array]) -> dict[str, da.Array]:
+        """Materialize several intermediates in one computation."""
+        names = list(arrays)
+        stored = self.write_arrays(
+            [(f"{WORK}/{n}", arrays[n], None, None) for n in names]
+        )
+        return dict(zip(names, stored, strict=True))
 
     def checkpoint(self, name: str, array: da.Array) -> da.Array:
         """Materialize an intermediate under ``_work/`` and read it back lazily."""

@@ -100,6 +100,15 @@ class WholeImage:
     def checkpoint(self, name: str, array):
         return array
 
+    def checkpoint_many(self, arrays):
+        return dict(arrays)
+
+    def hold(self, array):
+        return array
+
+    def release(self, array) -> None:
+        return None
+
     def finalize(self, array):
         return array
 
@@ -118,9 +127,13 @@ class Tiled:
     tiled = True
 
     def __init__(
-        self, *, checkpoint: Callable[[str, da.Array], da.Array] | None = None
+        self,
+        *,
+        checkpoint: Callable[[str, da.Array], da.Array] | None = None,
+        checkpoint_many: Callable | None = None,
     ):
         self._checkpoint = checkpoint
+        self._checkpoint_many = checkpoint_many
 
     def local(self, func, arrays: Sequence[da.Array], *, depth, dtype, name, **kw):
         d = (depth, depth) if isinstance(depth, int) else tuple(depth)
@@ -210,6 +223,39 @@ class Tiled:
         if self._checkpoint is not None:
             return self._checkpoint(name, array)
         return array.persist()
+
+    def checkpoint_many(self, arrays):
+        if self._checkpoint_many is not None:
+            return self._checkpoint_many(arrays)
+        if self._checkpoint is not None:
+            return {n: self._checkpoint(n, a) for n, a in arrays.items()}
+        names = list(arrays)
+        return dict(zip(names, dask.persist(*arrays.values()), strict=True))
+
+    def hold(self, array: da.Array) -> da.Array:
+        """Keep ``array`` in the cluster's memory for repeated passes.
+
+        Only when it takes at most a quarter of the workers' memory; a
+        mosaic larger than that is re-read from the store on each pass.
+        """
+        try:
+            from distributed import get_client
+
+            client = get_client()
+        except (ImportError, ValueError):
+            import psutil
+
+            if array.nbytes > psutil.virtual_memory().available / 4:
+                return array
+            return array.persist()
+        workers = client.scheduler_info().get("workers", {}).values()
+        limit = sum(w.get("memory_limit") or 0 for w in workers)
+        if limit and array.nbytes > limit / 4:
+            return array
+        return client.persist(array)
+
+    def release(self, array) -> None:
+        del array
 
     def finalize(self, array):
         return array
