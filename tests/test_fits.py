@@ -103,3 +103,42 @@ def test_user_mask_is_honoured(scene_1000):
     ds = estimate_background(img, mask=user)
     assert ds.mask.values[user].all()
     assert np.isfinite(ds.background.values[user]).all()
+
+
+def _small_scene(scene_1000):
+    return scene_1000.scene.values[:270, :330].astype(np.float32)
+
+
+def test_scaled_integer_fits_gives_the_float_background(scene_1000, tmp_path):
+    img = _small_scene(scene_1000)
+    bscale, bzero = 1e-4, 1.0
+    ints = np.round((img - bzero) / bscale).astype(np.int16)
+    path = tmp_path / "int.fits"
+    hdu = fits.PrimaryHDU(ints)
+    hdu.header["BSCALE"] = bscale
+    hdu.header["BZERO"] = bzero
+    hdu.writeto(path)
+    with fits.open(path) as hdul:
+        scaled = np.asarray(hdul[0].data, dtype=np.float32)
+    expected = estimate_background(scaled)
+    got = estimate_background(str(path), chunks=150)
+    np.testing.assert_array_equal(got.background.values, expected.background.values)
+    np.testing.assert_array_equal(got.mask.values, expected.mask.values)
+
+
+@pytest.mark.parametrize("kind", ["gz", "fz"])
+def test_compressed_fits_gives_the_same_background(scene_1000, tmp_path, kind):
+    img = _small_scene(scene_1000)
+    expected = estimate_background(img)
+    if kind == "gz":
+        path = tmp_path / "img.fits.gz"
+        fits.PrimaryHDU(img).writeto(path)
+    else:
+        path = tmp_path / "img.fits.fz"
+        comp = fits.CompImageHDU(
+            img, compression_type="GZIP_2", quantize_level=0.0, tile_shape=(64, 64)
+        )
+        fits.HDUList([fits.PrimaryHDU(), comp]).writeto(path)
+    got = estimate_background(str(path), chunks=150)
+    np.testing.assert_array_equal(got.background.values, expected.background.values)
+    np.testing.assert_array_equal(got.mask.values, expected.mask.values)

@@ -2,12 +2,17 @@
 
 The one entry point is :func:`estimate_background`; :func:`simulate_scene`
 makes the reference notebook's scene with its truth.
+
+Names are imported on first use, so ``tilesky --version`` and a Dask worker
+unpickling one kernel do not pay for the whole stack.
 """
 
-from tilesky._dispatch import estimate_background, run_to_store
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from tilesky._version import __version__
-from tilesky.config import Config, load_config
-from tilesky.simulate import simulate_scene, write_simulation
 
 __all__ = [
     "Config",
@@ -18,3 +23,26 @@ __all__ = [
     "simulate_scene",
     "write_simulation",
 ]
+
+_LAZY = {
+    "Config": "tilesky.config",
+    "load_config": "tilesky.config",
+    "estimate_background": "tilesky._dispatch",
+    "run_to_store": "tilesky._dispatch",
+    "simulate_scene": "tilesky.simulate",
+    "write_simulation": "tilesky.simulate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'tilesky' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import xarray as xr
-
 from tilesky._version import __version__
 
 __all__ = ["main"]
@@ -337,6 +335,8 @@ def _cmd_demo(args) -> int:
         )
         _say(f"tilesky: wrote {run} in {time.perf_counter() - start:.1f} s")
         html = _write_report(str(run), out_dir / "demo_report", {})
+    import xarray as xr
+
     ds = xr.open_zarr(str(run), consolidated=True)
     _say(_summary(ds.attrs.get("metrics", {})))
     _say(f"tilesky: report: {html}")
