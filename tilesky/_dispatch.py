@@ -305,35 +305,27 @@ def estimate_background(
     start = time.perf_counter()
     if monolithic:
         log.info("running monolithically on a %s image", image.data.shape)
-        scene = np.asarray(data, dtype=image.data.dtype)
-        scene = _apply_weight(
-            scene, _aux_map(weight, image, "weight", storage_options, tiled=False)
-        )
-        result = run_pipeline(
-            scene,
-            cfg,
-            WholeImage(),
-            coverage_mask=_as_mask(
-                mask, image, tiled=False, storage_options=storage_options
-            ),
-        )
+        # The reader's conversion (dtype, masked pixels to NaN), in memory.
+        scene, backend = np.asarray(image.data.compute()), WholeImage()
     else:
         log.info(
             "running tiled: %s image in chunks %s",
             image.data.shape,
             image.data.chunksize,
         )
-        scene = _apply_weight(
-            image.data, _aux_map(weight, image, "weight", storage_options, tiled=True)
-        )
-        result = run_pipeline(
-            scene,
-            cfg,
-            Tiled(),
-            coverage_mask=_as_mask(
-                mask, image, tiled=True, storage_options=storage_options
-            ),
-        )
+        scene, backend = image.data, Tiled()
+    tiled = not monolithic
+    scene = _apply_weight(
+        scene, _aux_map(weight, image, "weight", storage_options, tiled=tiled)
+    )
+    result = run_pipeline(
+        scene,
+        cfg,
+        backend,
+        coverage_mask=_as_mask(
+            mask, image, tiled=tiled, storage_options=storage_options
+        ),
+    )
     ds = _dataset(result, cfg, image)
     if isinstance(data, np.ndarray):
         ds = ds.compute()

@@ -1,4 +1,4 @@
-"""Command line: ``tilesky run | simulate | demo``.
+"""Command line: ``tilesky run | simulate | report | export | demo``.
 
 Errors a user can fix print one line on stderr and exit 1; usage errors exit
 2 (argparse). ``--debug`` shows the traceback instead.
@@ -50,7 +50,8 @@ def _add_execution(p: argparse.ArgumentParser) -> None:
         type=_chunks,
         metavar="N",
         help="tile size in pixels, N or NY,NX (rounded up to a multiple of "
-        "the mesh boxes; default 1020)",
+        "the mesh boxes and the fit grid; default 1024, i.e. 1050 with the "
+        "default boxes)",
     )
     p.add_argument(
         "--storage-option",
@@ -233,14 +234,25 @@ def _cmd_run(args) -> int:
             storage_options=opts,
             out_storage_options=opts,
         )
+    from tilesky.io import strip_credentials
+
+    shown = strip_credentials(args.output)
+    if store.result is None:
+        _say(f"tilesky: {shown} is already complete; nothing to do")
+        return 0
     _say(
-        f"tilesky: wrote {args.output} in {time.perf_counter() - start:.1f} s "
+        f"tilesky: wrote {shown} in {time.perf_counter() - start:.1f} s "
         f"({store.blocks_written} blocks written, {store.blocks_skipped} reused)"
     )
     report_dir = _report_dir(args.output, args.report)
     if report_dir is not None and not args.no_report:
-        html = _write_report(args.output, report_dir, opts)
-        _say(f"tilesky: report: {html}")
+        try:
+            html = _write_report(args.output, report_dir, opts)
+        except ImportError as exc:
+            # The run itself is complete; only the figures are missing.
+            _say(f"tilesky: no report ({exc}); install tilesky[plots]")
+        else:
+            _say(f"tilesky: report: {html}")
     return 0
 
 
@@ -278,11 +290,13 @@ def _write_report(run: str, out_dir: Path, opts: dict) -> Path:
 
 
 def _cmd_report(args) -> int:
+    from tilesky.store import StoreError
+
     opts = _storage_options(args)
     out = Path(args.out) if args.out else _report_dir(args.run, None)
     if out is None:
         msg = "give --out DIR for the report of a run stored at a URL"
-        raise ValueError(msg)
+        raise StoreError(msg)
     html = _write_report(args.run, out, opts)
     _say(f"tilesky: report: {html}")
     return 0
@@ -384,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tilesky: %(message)s"))
+    for old in list(log.handlers):
+        # main() may be called more than once in a process (tests, notebooks).
+        log.removeHandler(old)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.debug else logging.WARNING)
     log.propagate = False

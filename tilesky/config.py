@@ -71,6 +71,18 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(msg)
 
 
+def _number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number, got {value!r}"
+        raise ConfigError(msg)
+
+
+def _maxiters(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{name} must be an integer >= 1, got {value!r}"
+        raise ConfigError(msg)
+
+
 def _choice(name: str, value: str, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
@@ -122,7 +134,14 @@ class FirstMaskConfig:
     def __post_init__(self) -> None:
         _positive("first_mask.smooth_sigma", self.smooth_sigma)
         _positive("first_mask.n_sigma", self.n_sigma, allow_zero=True)
-        if not isinstance(self.dilate_radius, int) or self.dilate_radius < 0:
+        _maxiters(
+            "first_mask.noise_sigma_clip_maxiters", self.noise_sigma_clip_maxiters
+        )
+        if (
+            isinstance(self.dilate_radius, bool)
+            or not isinstance(self.dilate_radius, int)
+            or self.dilate_radius < 0
+        ):
             msg = (
                 "first_mask.dilate_radius must be an integer >= 0, "
                 f"got {self.dilate_radius!r}"
@@ -178,6 +197,8 @@ class MeshConfig:
             raise ConfigError(msg)
         if self.sigma_clip is not None:
             _positive("sigma_clip", self.sigma_clip)
+        if self.filter_threshold is not None:
+            _number("filter_threshold", self.filter_threshold)
         if (
             not isinstance(self.sigma_clip_maxiters, int)
             or self.sigma_clip_maxiters < 1
@@ -247,6 +268,9 @@ class SourceMaskConfig:
             raise ConfigError(msg)
         if self.noise_sigma_clip is not None:
             _positive("source_mask.noise_sigma_clip", self.noise_sigma_clip)
+        _maxiters(
+            "source_mask.noise_sigma_clip_maxiters", self.noise_sigma_clip_maxiters
+        )
 
 
 @dataclass(frozen=True)

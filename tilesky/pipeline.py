@@ -100,6 +100,10 @@ def _scale_mask(
     return dilate_mask(size_filter(detected, n_pixels), radius)
 
 
+def _masked(values, mask):
+    return np.where(mask, np.float32(np.nan), values).astype(np.float32)
+
+
 def _or_masks(*masks):
     out = masks[0].copy()
     for m in masks[1:]:
@@ -280,6 +284,14 @@ def _mesh_background(
         interp = None
         depth = spline_depth()
         sources = [bkg_mesh, rms_mesh]
+        if backend.any(np.isnan(bkg_mesh)):
+            msg = (
+                f"the {label} mesh has boxes farther than max_distance="
+                f"{m.max_distance:g} boxes from any usable box (a large blank or "
+                "masked region); the spline needs every box filled: raise "
+                "max_distance or use interpolator='idw', which leaves such regions NaN"
+            )
+            raise PipelineError(msg)
     maps = []
     for src, wanted in zip(sources, (want_background, want_rms), strict=True):
         if not wanted:
@@ -326,8 +338,8 @@ def run_pipeline(
 
     Parameters
     ----------
-    scene : 2-D numpy or dask array (float32)
-        Non-finite pixels are no coverage.
+    scene : 2-D numpy or dask array
+        Non-finite pixels are no coverage; computed in float32.
     config : Config
     backend : WholeImage or Tiled
     coverage_mask : 2-D bool array, optional
@@ -350,22 +362,39 @@ def run_pipeline(
         result.timings[name] = round(now - t0, 4)
         t0 = now
 
+    # Everything runs in float32 (the outputs' type), whatever the input, so
+    # both backends subtract, compare and sum the same values.
+    scene = scene.astype(np.float32)
     if not backend.any(np.isfinite(scene)):
         msg = "the image has no finite pixels (all NaN or inf): nothing to estimate"
         raise PipelineError(msg)
+    # Read (and, for a compressed or remote input, decode) the input once.
+    scene = backend.checkpoint("scene", scene)
+    # Statistics (ring median, noise levels) leave the user's mask out; the
+    # masked pixels still receive a background.
+    if coverage_mask is not None:
+        stats_scene = backend.local(
+            _masked, [scene, coverage_mask], depth=0, dtype=np.float32, name="scene"
+        )
+    else:
+        stats_scene = scene
 
     # 1. ring median and the first mask
     ring = backend.local(
         functools.partial(
             ring_median, radius_in=cfg.ring.radius_in, width=cfg.ring.width
         ),
-        [scene],
+        [stats_scene],
         depth=ring_depth(cfg.ring.radius_in, cfg.ring.width),
         dtype=np.float32,
         name="ring-median",
     )
     diff = backend.local(
-        _difference, [scene, ring], depth=0, dtype=np.float32, name="ring-difference"
+        _difference,
+        [stats_scene, ring],
+        depth=0,
+        dtype=np.float32,
+        name="ring-difference",
     )
     fm = cfg.first_mask
     smoothed = backend.local(
@@ -439,8 +468,15 @@ def run_pipeline(
         # The RMS map is an output of the last round, and local noise for the
         # next one; otherwise nobody reads it.
         want_rms = local or rnd == cfg.n_rounds - 1
-        residual = backend.local(
-            _subtract, [scene, background], depth=0, dtype=np.float32, name="residual"
+        # Held in memory (when it fits) for the noise passes and the masks.
+        residual = backend.hold(
+            backend.local(
+                _subtract,
+                [stats_scene, background],
+                depth=0,
+                dtype=np.float32,
+                name="residual",
+            )
         )
         if cfg.noise_mode == "global":
             noise = _global_noise(
@@ -487,18 +523,8 @@ def run_pipeline(
         )
         mask = backend.checkpoint(f"mask_round{rnd + 1}", mask)
 
-        if cfg.final_method == "mesh":
-            background, background_rms, meshes = _mesh_background(
-                backend,
-                scene,
-                mask,
-                cfg.final_mesh,
-                shape=shape,
-                chunks=chunks,
-                label=f"round{rnd + 1}",
-                want_rms=want_rms,
-            )
-        else:
+        fit = None
+        if cfg.final_method == "smoothfit":
             sf = cfg.smoothfit
             fit = backend.local(
                 functools.partial(
@@ -513,19 +539,19 @@ def run_pipeline(
                 dtype=np.float32,
                 name="smoothfit",
             )
-            # Where a masked region is wider than the fit window the fit has
-            # no data; the mesh background (wider reach) takes over there.
-            background, background_rms, meshes = _mesh_background(
-                backend,
-                scene,
-                mask,
-                cfg.final_mesh,
-                shape=shape,
-                chunks=chunks,
-                label=f"round{rnd + 1}",
-                want_rms=want_rms,
-                fallback_for=fit,
-            )
+        # With the smooth fit, the mesh background only fills the fit's holes
+        # (masked regions wider than its window), having the wider reach.
+        background, background_rms, meshes = _mesh_background(
+            backend,
+            scene,
+            mask,
+            cfg.final_mesh,
+            shape=shape,
+            chunks=chunks,
+            label=f"round{rnd + 1}",
+            want_rms=want_rms,
+            fallback_for=fit,
+        )
         background = backend.checkpoint(f"background_round{rnd + 1}", background)
         if want_rms:
             background_rms = backend.checkpoint(

@@ -7,6 +7,9 @@ Layout (readable with ``xarray.open_zarr``)::
       mask                                      bool    (y, x)
       background_mesh, background_rms_mesh      float32 (y_mesh, x_mesh)
       n_pixels_mesh                             int32   (y_mesh, x_mesh)
+      first_background_mesh, ...                the first mesh stage's maps
+                                                (y_mesh_first, x_mesh_first)
+      metrics.json                              the quality metrics
       _work/<name>                              checkpoints of a run in progress
 
 Root attributes: ``tilesky_status`` (``"running"`` until the very last write,
@@ -38,6 +41,7 @@ from zarr.core.sync import sync
 
 from tilesky import _progress
 from tilesky._version import __version__
+from tilesky.tiled._overlap import register_zarr_source
 
 __all__ = [
     "OutputExistsError",
@@ -77,7 +81,7 @@ def run_status(url: str, *, storage_options: dict | None = None) -> str | None:
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         return None
     except Exception as exc:
-        msg = f"cannot read output {url!r}: {exc}"
+        msg = f"cannot read output {_display(url)!r}: {exc}"
         raise StoreError(msg) from None
     return str(group.attrs.get(STATUS_KEY, "unknown"))
 
@@ -88,16 +92,20 @@ def open_run(url: str, *, storage_options: dict | None = None):
 
     status = run_status(url, storage_options=storage_options)
     if status is None:
-        msg = f"no tilesky run at {url!r}"
+        msg = f"no tilesky run at {_display(url)!r}"
         raise StoreError(msg)
     if status != COMPLETE:
         msg = (
-            f"the run at {url!r} did not finish (status {status!r}); "
+            f"the run at {_display(url)!r} did not finish (status {status!r}); "
             "resume it with `tilesky run ... --resume` or start it again"
         )
         raise StoreError(msg)
     kw = {"storage_options": storage_options} if storage_options else {}
-    return xr.open_zarr(url, consolidated=True, **kw)
+    with warnings.catch_warnings():
+        # The status is written before the metadata is consolidated; a run
+        # stopped between the two is complete and opens without it.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return xr.open_zarr(url, consolidated=None, **kw)
 
 
 def _write_block(block: np.ndarray, url: str, storage_options, path: str, region):
@@ -136,6 +144,8 @@ class RunStore:
         self.blocks_skipped = 0
         self.group = None
         self.outputs: dict[str, da.Array] = {}
+        #: Set by run_to_store once the pipeline ran (None: nothing to do).
+        self.result = None
 
     # -- life cycle -----------------------------------------------------------
     def create(
@@ -151,34 +161,25 @@ class RunStore:
         found a finished run with nothing left to do.
         """
         status = run_status(self.url, storage_options=self.storage_options)
+        shown = _display(self.url)
         if status is not None and not overwrite:
-            if resume and status == COMPLETE:
-                self.group = _open_group(self.url, "r+", self.storage_options)
-                return False
+            if status not in (COMPLETE, RUNNING):
+                msg = (
+                    f"output {shown!r} exists and is not a tilesky run; "
+                    "choose another path or pass --overwrite"
+                )
+                raise OutputExistsError(msg)
             if resume:
                 self.group = _open_group(self.url, "r+", self.storage_options)
-                previous = self.group.attrs.get("config")
-                if (
-                    attrs is not None
-                    and previous is not None
-                    and (
-                        json.dumps(previous, sort_keys=True)
-                        != json.dumps(attrs.get("config"), sort_keys=True)
-                    )
-                ):
-                    msg = (
-                        f"cannot resume {self.url!r}: it was started with a different "
-                        "configuration; use --overwrite to start again"
-                    )
-                    raise StoreError(msg)
-                return True
+                self._check_same_run(attrs, status)
+                return status == RUNNING
             kind = "a finished run" if status == COMPLETE else "an unfinished run"
             hint = (
                 "--overwrite to replace it"
                 if status == COMPLETE
-                else ("--resume to continue it or --overwrite to replace it")
+                else "--resume to continue it or --overwrite to replace it"
             )
-            msg = f"output {self.url!r} already exists ({kind}); pass {hint}"
+            msg = f"output {shown!r} already exists ({kind}); pass {hint}"
             raise OutputExistsError(msg)
         if (
             status is None
@@ -186,19 +187,37 @@ class RunStore:
             and not overwrite
         ):
             msg = (
-                f"output {self.url!r} exists and is not a tilesky run; "
+                f"output {shown!r} exists and is not a tilesky run; "
                 "choose another path or pass --overwrite"
             )
             raise OutputExistsError(msg)
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
         except Exception as exc:
-            msg = f"cannot create output {self.url!r}: {exc}"
+            msg = f"cannot create output {shown!r}: {exc}"
             raise StoreError(msg) from None
         self.group.attrs.update(
             {STATUS_KEY: RUNNING, "tilesky_version": __version__, **dict(attrs or {})}
         )
         return True
+
+    def _check_same_run(self, attrs: Mapping[str, Any] | None, status: str) -> None:
+        """Refuse to resume a run started from other inputs or settings."""
+        if attrs is None:
+            return
+        keys = ("config", "input", "mask_input", "weight_input", "tilesky_version")
+        for key in keys:
+            before = self.group.attrs.get(key)
+            now = __version__ if key == "tilesky_version" else attrs.get(key)
+            if json.dumps(_jsonable(before), sort_keys=True) != json.dumps(
+                _jsonable(now), sort_keys=True
+            ):
+                what = "finished" if status == COMPLETE else "started"
+                msg = (
+                    f"cannot resume {_display(self.url)!r}: it was {what} with a "
+                    f"different {key.replace('_', ' ')}; use --overwrite to start again"
+                )
+                raise StoreError(msg)
 
     def discard(self) -> None:
         """Delete the group (used when a new run fails before any block)."""
@@ -285,6 +304,9 @@ class RunStore:
                 fill_value=fill,
                 dimension_names=dims,
                 config={"write_empty_chunks": True},
+                # Checkpoints are read back within the run and then deleted:
+                # compressing them costs more CPU than the bytes it saves.
+                **({"compressors": None} if path.startswith(f"{WORK}/") else {}),
             )
         if attrs:
             target.attrs.update(_jsonable(dict(attrs)))
@@ -331,10 +353,13 @@ class RunStore:
             paths = ", ".join(item[0] for item in items)
             label = f"writing {paths} ({len(tasks)} blocks)"
             self.blocks_written += sum(_progress.compute(*tasks, label=label))
-        return [
-            da.from_zarr(target, chunks=item[1].chunks)
-            for item, target in zip(items, targets, strict=True)
-        ]
+        stored = []
+        for item, target in zip(items, targets, strict=True):
+            arr = da.from_zarr(target, chunks=item[1].chunks)
+            if arr.ndim == 2:
+                register_zarr_source(arr, self.url, target.path, self.storage_options)
+            stored.append(arr)
+        return stored
 
     def checkpoint_many(self, arrays: Mapping[str, da.Array]) -> dict[str, da.Array]:
         """Materialize several intermediates in one computation."""
@@ -347,6 +372,13 @@ class RunStore:
     def checkpoint(self, name: str, array: da.Array) -> da.Array:
         """Materialize an intermediate under ``_work/`` and read it back lazily."""
         return self.write_array(f"{WORK}/{name}", array)
+
+
+def _display(url: str) -> str:
+    """The URL as it may be shown: without credentials."""
+    from tilesky.io import strip_credentials
+
+    return strip_credentials(url)
 
 
 def _path_exists(url: str, storage_options: dict | None) -> bool:

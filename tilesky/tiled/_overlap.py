@@ -15,6 +15,7 @@ task stream reads like the pipeline.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-__all__ = ["Region", "TileInput", "tile_map"]
+__all__ = ["Region", "TileInput", "register_zarr_source", "tile_map"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,11 @@ class Region:
 class TileInput:
     """How one input array feeds a tile.
 
-    ``scale`` converts output indices to this input's indices: ``(1, 1)``
-    for same-resolution inputs; for a mesh feeding pixels it is
-    ``(1/by, 1/bx)`` (input region = floor/ceil of the scaled output
-    region); for pixels feeding a mesh it is ``(by, bx)``. ``depth`` is the
-    halo in this input's own units.
+    ``up`` and ``down`` convert output indices to this input's indices
+    (``index * up / down``, floored at the start and ceiled at the end):
+    both ``(1, 1)`` for same-resolution inputs; ``down=(by, bx)`` for a mesh
+    feeding pixels; ``up=(by, bx)`` for pixels feeding a mesh. ``depth`` is
+    the halo in this input's own units.
     """
 
     array: da.Array
@@ -104,14 +105,50 @@ class _TileSpec:
         self.kwargs = kwargs
 
 
+#: Dask array name -> (url, path, storage_options) of the Zarr array it
+#: reads (see :func:`register_zarr_source`).
+_ZARR_SOURCES: dict[str, tuple] = {}
+
+
+def register_zarr_source(
+    array: da.Array, url: str, path: str, storage_options: dict | None
+) -> da.Array:
+    """Let tiles read ``array``'s halo rectangles straight from its Zarr store.
+
+    A tile then depends on no task of ``array``: it reads exactly its
+    rectangle (halo included) itself, instead of having whole neighbouring
+    blocks shipped between worker processes.
+    """
+    _ZARR_SOURCES[array.name] = (url, path, dict(storage_options or {}))
+    return array
+
+
+@functools.lru_cache(maxsize=64)
+def _open_zarr(url: str, path: str, options: tuple):
+    import zarr
+
+    kw = {"storage_options": dict(options)} if options else {}
+    return zarr.open_array(store=url, path=path, mode="r", zarr_format=3, **kw)
+
+
+def _read_zarr(source: tuple, region: Region) -> np.ndarray:
+    url, path, options = source
+    arr = _open_zarr(url, path, tuple(sorted(options.items())))
+    return np.ascontiguousarray(arr[region.y0 : region.y1, region.x0 : region.x1])
+
+
 def _run_tile(spec: _TileSpec, *flat_pieces):
     # flat_pieces holds, per input, its block pieces in order; spec.regions
-    # holds (region, n_pieces, placements) per input.
+    # holds (region, n_pieces, placements) per input, where placements is a
+    # Zarr source for inputs the tile reads itself.
     kernel, regions = spec.kernel, spec.regions
     out_region, kwargs = spec.out_region, spec.kwargs
     inputs = []
     pos = 0
     for region, n, placements in regions:
+        if isinstance(placements, tuple):
+            inputs.append(_read_zarr(placements, region))
+            continue
         pieces = flat_pieces[pos : pos + n]
         pos += n
         if (
@@ -189,6 +226,10 @@ def tile_map(
         keys = []
         for t, (by, bx) in zip(inputs, in_bounds, strict=True):
             reg = t.region_for(out_region)
+            source = _ZARR_SOURCES.get(t.array.name)
+            if source is not None:
+                regions.append((reg, 0, source))
+                continue
             placements = []
             for bi in _blocks_touching(by, reg.y0, reg.y1):
                 ys, ye = max(reg.y0, int(by[bi])), min(reg.y1, int(by[bi + 1]))
@@ -215,7 +256,9 @@ def tile_map(
             *keys,
         )
     graph = HighLevelGraph.from_collections(
-        out_name, layer, dependencies=[t.array for t in inputs]
+        out_name,
+        layer,
+        dependencies=[t.array for t in inputs if t.array.name not in _ZARR_SOURCES],
     )
     chunks = ((leading,), *out_chunks) if leading else out_chunks
     meta = np.empty((0,) * len(chunks), dtype=dtype)

@@ -29,8 +29,8 @@ __all__ = ["Tiled", "WholeImage"]
 log = logging.getLogger("tilesky")
 
 
-def _local_kernel(*arrays, regions, out_region, func, kw):
-    out = func(*arrays, **kw)
+def _local_kernel(*arrays, regions, out_region, func, kw, dtype):
+    out = np.asarray(func(*arrays, **kw), dtype=dtype)
     return crop_to(out, regions[0], out_region)
 
 
@@ -48,14 +48,15 @@ def _mesh_kernel_nomask(image, *, regions, out_region, func, kw):
     return _stack_mesh(*func(image, None, **kw))
 
 
-def _to_pixels_kernel(*meshes, regions, out_region, func, kw):
-    return func(
+def _to_pixels_kernel(*meshes, regions, out_region, func, kw, dtype):
+    out = func(
         *meshes,
         out_shape=out_region.shape,
         out_offset=out_region.origin,
         mesh_offset=regions[0].origin,
         **kw,
     )
+    return np.asarray(out, dtype=dtype)
 
 
 def _state_of_block(block, mask_block, lower, upper):
@@ -71,7 +72,9 @@ class WholeImage:
         return np.asarray(func(*arrays, **kw), dtype=dtype)
 
     def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
-        return func(image, mask, box_size=box_size, **kw)
+        bkg, rms, n_good = func(image, mask, box_size=box_size, **kw)
+        # The same dtypes as the tiled path's stacked maps.
+        return bkg.astype(np.float32), rms.astype(np.float32), n_good.astype(np.int32)
 
     def to_pixels(
         self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
@@ -143,7 +146,7 @@ class Tiled:
             inputs,
             name=name,
             dtype=dtype,
-            kwargs={"func": func, "kw": kw},
+            kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
         )
 
     def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
@@ -195,7 +198,7 @@ class Tiled:
             dtype=dtype,
             out_chunks=chunks,
             out_shape=tuple(shape),
-            kwargs={"func": func, "kw": kw},
+            kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
         )
 
     def moments(
