@@ -73,3 +73,22 @@ def test_resume_refuses_a_run_of_another_input(small, tmp_path, capsys):
     assert "different input" in capsys.readouterr().err
     assert main(["run", str(a), str(out), "--resume", *base]) == 0
     assert "already complete" in capsys.readouterr().err
+
+
+def test_dataarray_input_keeps_its_dims_and_coords(small):
+    import xarray as xr
+
+    da_in = xr.DataArray(
+        small,
+        dims=("dec", "ra"),
+        coords={
+            "dec": np.linspace(2.0, 2.1, small.shape[0]),
+            "ra": np.linspace(150.0, 150.1, small.shape[1]),
+        },
+    )
+    ds = estimate_background(da_in)
+    assert ds.background.dims == ("dec", "ra")
+    np.testing.assert_array_equal(ds.ra.values, da_in.ra.values)
+    np.testing.assert_array_equal(
+        ds.background.values, estimate_background(small).background.values
+    )

@@ -216,9 +216,17 @@ def simulation_reference(source: Any, *, chunks=None, storage_options=None) -> d
 
 
 def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Dataset:
+    # A DataArray input keeps its dimension names and the coordinates that
+    # live on them (e.g. sky coordinates), as xarray users expect.
+    dims, coords = ("y", "x"), {}
+    if image.coords:
+        dims = tuple(image.coords["dims"])
+        coords = {
+            k: v for k, v in image.coords["coords"].items() if set(v.dims) <= set(dims)
+        }
     data_vars: dict[str, Any] = {}
     for name, arr in result.arrays.items():
-        data_vars[name] = (("y", "x"), arr)
+        data_vars[name] = (dims, arr)
     for name, arr in result.mesh_arrays.items():
         data_vars[name] = (("y_mesh", "x_mesh"), arr)
     for name, arr in result.first_mesh_arrays.items():
@@ -232,7 +240,7 @@ def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Datas
     }
     if image.header:
         attrs["wcs_header"] = image.header
-    return xr.Dataset(data_vars, attrs=attrs)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def estimate_background(

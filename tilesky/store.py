@@ -239,9 +239,6 @@ class RunStore:
         ) as f:
             f.write(text)
 
-    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
-        self.group.attrs.update(dict(attrs))
-
     def finish(
         self, attrs: Mapping[str, Any] | None = None, *, keep_work: bool = False
     ):

@@ -15,14 +15,13 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 
 from tilesky.kernels._noise import MomentState, moment_state
-from tilesky.tiled._overlap import Region, TileInput, crop_to, tile_map
+from tilesky.tiled._overlap import TileInput, crop_to, tile_map
 
 __all__ = ["Tiled", "WholeImage"]
 
@@ -111,9 +110,6 @@ class WholeImage:
 
     def release(self, array) -> None:
         return None
-
-    def finalize(self, array):
-        return array
 
 
 class Tiled:
@@ -259,14 +255,3 @@ class Tiled:
 
     def release(self, array) -> None:
         del array
-
-    def finalize(self, array):
-        return array
-
-
-def as_region(shape: tuple[int, int]) -> Region:
-    """The region covering a whole array."""
-    return Region(0, int(shape[0]), 0, int(shape[1]))
-
-
-_Kernel = Callable[..., Any]
