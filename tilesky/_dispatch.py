@@ -419,13 +419,14 @@ def run_to_store(
     )
     from tilesky.metrics import compute_metrics
 
-    metrics = compute_metrics(
+    metrics, store.points = compute_metrics(
         scene,
         store.outputs["background"],
         store.outputs["mask"],
         truth=reference.get("truth"),
         sky=reference.get("sky"),
         catalogue=reference.get("catalogue"),
+        return_points=True,
     )
     result.timings["metrics"] = round(time.perf_counter() - metrics_start, 4)
     result.timings["total"] = round(time.perf_counter() - start, 4)

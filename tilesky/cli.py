@@ -216,6 +216,10 @@ def _cmd_run(args) -> int:
         hdu = int(hdu)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     start = time.perf_counter()
+    from tilesky.io import strip_credentials
+
+    shown = strip_credentials(args.output)
+    report_dir = _report_dir(args.output, args.report)
     with (
         execution(args.scheduler, n_workers=args.workers, announce=_say),
         show_progress(progress),
@@ -234,25 +238,23 @@ def _cmd_run(args) -> int:
             storage_options=opts,
             out_storage_options=opts,
         )
-    from tilesky.io import strip_credentials
-
-    shown = strip_credentials(args.output)
-    if store.result is None:
-        _say(f"tilesky: {shown} is already complete; nothing to do")
-        return 0
-    _say(
-        f"tilesky: wrote {shown} in {time.perf_counter() - start:.1f} s "
-        f"({store.blocks_written} blocks written, {store.blocks_skipped} reused)"
-    )
-    report_dir = _report_dir(args.output, args.report)
-    if report_dir is not None and not args.no_report:
-        try:
-            html = _write_report(args.output, report_dir, opts)
-        except ImportError as exc:
-            # The run itself is complete; only the figures are missing.
-            _say(f"tilesky: no report ({exc}); install tilesky[plots]")
-        else:
-            _say(f"tilesky: report: {html}")
+        if store.result is None:
+            _say(f"tilesky: {shown} is already complete; nothing to do")
+            return 0
+        _say(
+            f"tilesky: wrote {shown} in {time.perf_counter() - start:.1f} s "
+            f"({store.blocks_written} blocks written, {store.blocks_skipped} reused)"
+        )
+        if report_dir is not None and not args.no_report:
+            # Still on the cluster: block means for the figures run there, and
+            # the per-source points of the metrics pass are reused.
+            try:
+                html = _write_report(args.output, report_dir, opts, points=store.points)
+            except ImportError as exc:
+                # The run itself is complete; only the figures are missing.
+                _say(f"tilesky: no report ({exc}); install tilesky[plots]")
+            else:
+                _say(f"tilesky: report: {html}")
     return 0
 
 
@@ -269,7 +271,7 @@ def _report_dir(output: str, requested: str | None) -> Path | None:
     return out.parent / f"{stem}_report"
 
 
-def _write_report(run: str, out_dir: Path, opts: dict) -> Path:
+def _write_report(run: str, out_dir: Path, opts: dict, points=None) -> Path:
     from tilesky._dispatch import simulation_reference
     from tilesky.report import write_report
     from tilesky.store import open_run
@@ -286,6 +288,7 @@ def _write_report(run: str, out_dir: Path, opts: dict) -> Path:
         sky=ref.get("sky"),
         catalogue=ref.get("catalogue"),
         metrics=ds.attrs.get("metrics"),
+        points=points,
     )
 
 
@@ -344,11 +347,11 @@ def _cmd_demo(args) -> int:
             overwrite=True,
         )
         _say(f"tilesky: simulated the notebook scene to {scene}")
-        run_to_store(
+        store = run_to_store(
             str(scene), str(run), config=cfg, chunks=args.chunks, overwrite=True
         )
         _say(f"tilesky: wrote {run} in {time.perf_counter() - start:.1f} s")
-        html = _write_report(str(run), out_dir / "demo_report", {})
+        html = _write_report(str(run), out_dir / "demo_report", {}, points=store.points)
     import xarray as xr
 
     ds = xr.open_zarr(str(run), consolidated=True)

@@ -146,6 +146,8 @@ class RunStore:
         self.outputs: dict[str, da.Array] = {}
         #: Set by run_to_store once the pipeline ran (None: nothing to do).
         self.result = None
+        #: Per-source residuals of the metrics pass, for the report's plots.
+        self.points = None
 
     # -- life cycle -----------------------------------------------------------
     def create(
