@@ -300,6 +300,21 @@ class SExtractorBackground(BackgroundEstimator):
         return result
 
 
+def _biweight_terms(rows: np.ndarray, c: float, M: float | None):
+    """What both biweight statistics start from, per row (NaN ignored):
+    count, location (median or ``M``), deviations from it, MAD and
+    ``u = deviation / (c * MAD)``."""
+    x = rows.astype(np.float64)
+    count = _nan_count(x)
+    median = _nanmedian(x, count)
+    loc = median if M is None else np.full_like(median, M)
+    dev = x - loc[:, None]
+    mad = _nanmad(x, count, median)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = dev / (c * mad[:, None])
+    return count, loc, dev, mad, u
+
+
 class BiweightLocationBackground(BackgroundEstimator):
     """Background as the biweight location (computed in float64).
 
@@ -325,14 +340,8 @@ class BiweightLocationBackground(BackgroundEstimator):
         self.M = _optional_float("M", M)
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
-        x = rows.astype(np.float64)
-        count = _nan_count(x)
-        median = _nanmedian(x, count)
-        loc = median if self.M is None else np.full_like(median, self.M)
-        dev = x - loc[:, None]
-        mad = _nanmad(x, count, median)
+        _, loc, dev, mad, u = _biweight_terms(rows, self.c, self.M)
         with np.errstate(invalid="ignore", divide="ignore"):
-            u = dev / (self.c * mad[:, None])
             weight = (1.0 - u * u) ** 2
             weight[np.abs(u) >= 1] = 0.0
             num = np.where(np.isnan(weight), 0.0, dev * weight).sum(axis=-1)
@@ -403,14 +412,8 @@ class BiweightScaleBackgroundRMS(BackgroundRMSEstimator):
         self.M = _optional_float("M", M)
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
-        x = rows.astype(np.float64)
-        count = _nan_count(x)
-        median = _nanmedian(x, count)
-        loc = median if self.M is None else np.full_like(median, self.M)
-        dev = x - loc[:, None]
-        mad = _nanmad(x, count, median)
+        count, _, dev, mad, u = _biweight_terms(rows, self.c, self.M)
         with np.errstate(invalid="ignore", divide="ignore"):
-            u = dev / (self.c * mad[:, None])
             inside = np.abs(u) < 1  # NaN compares False
             u2 = u * u
             f1 = np.where(inside, dev * dev * (1.0 - u2) ** 4, 0.0).sum(axis=-1)
