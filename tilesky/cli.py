@@ -53,6 +53,10 @@ def _add_execution(p: argparse.ArgumentParser) -> None:
         "the mesh boxes and the fit grid; default 1024, i.e. 1050 with the "
         "default boxes)",
     )
+    _add_storage_option(p)
+
+
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage-option",
         action="append",
@@ -162,9 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", metavar="DIR", help="output directory (default: RUN's name + _report)"
     )
-    report.add_argument(
-        "--storage-option", action="append", default=[], metavar="KEY=VALUE"
-    )
+    _add_storage_option(report)
 
     export = sub.add_parser(
         "export",
@@ -176,9 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN.zarr")
     export.add_argument("--fits", required=True, metavar="DIR", dest="fits_dir")
     export.add_argument("--overwrite", action="store_true")
-    export.add_argument(
-        "--storage-option", action="append", default=[], metavar="KEY=VALUE"
-    )
+    _add_storage_option(export)
 
     demo = sub.add_parser(
         "demo",
