@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from tilesky.kernels._mask import gaussian_depth
 from tilesky.kernels._smoothfit import (
     _grid_fit,
-    _radius,
     _smoothfit_reference,
     smoothfit,
     smoothfit_depth,
@@ -163,7 +163,7 @@ def test_depth():
     for scale, truncate, step in [(20.0, 4.0, 6), (5.0, 3.0, 5), (7.3, 4.0, 10)]:
         depth = smoothfit_depth(scale, truncate, step=step)
         assert depth % step == 0
-        assert depth - step < _radius(scale, truncate) + 2 * step <= depth
+        assert depth - step < gaussian_depth(scale, truncate) + 2 * step <= depth
 
 
 # -- (d) docstring example, (e) holes ----------------------------------------
@@ -183,7 +183,7 @@ def test_masked_region_wider_than_window_is_nan_without_warnings():
     mask = np.zeros(image.shape, dtype=bool)
     mask[50:150, 60:170] = True
     scale, step = 5.0, 6
-    radius = _radius(scale, 4.0)
+    radius = gaussian_depth(scale, 4.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = smoothfit(image, mask, scale=scale, step=step)

@@ -766,6 +766,19 @@ def _sniff(fs: Any, path: str, label: str) -> str:
 # Zarr
 
 
+def _lazy_read(reader, kind: str, token: str, edges, target) -> da.Array:
+    """One task per chunk, each asking ``reader`` for its own section."""
+    return da.from_array(
+        reader,
+        chunks=edges,
+        name=f"tilesky-read-{kind}-{token}",
+        lock=False,
+        fancy=False,
+        meta=np.empty((0, 0), dtype=target),
+        inline_array=True,
+    )
+
+
 class _ZarrReader:
     """Array-like over a zarr array for :func:`dask.array.from_array`."""
 
@@ -871,15 +884,7 @@ def _open_zarr(
     edges = aligned_chunks(array.shape, native if chunks is None else chunks, box)
     reader = _ZarrReader(array, what, target, _secret_values(location, options))
     token = tokenize(label, name, identity["fingerprint"], edges, str(target))
-    data = da.from_array(
-        reader,
-        chunks=edges,
-        name=f"tilesky-read-zarr-{token}",
-        lock=False,
-        fancy=False,
-        meta=np.empty((0, 0), dtype=target),
-        inline_array=True,
-    )
+    data = _lazy_read(reader, "zarr", token, edges, target)
     log.info("opened %s: shape %s, chunks %s", what, array.shape, edges)
     return ImageInput(data, identity, _header_from_attrs(attrs, group_attrs), None)
 
@@ -1167,15 +1172,7 @@ def _open_fits(
         _secret_values(location, options),
     )
     token = tokenize(label, index, fingerprint, edges, str(target))
-    data = da.from_array(
-        reader,
-        chunks=edges,
-        name=f"tilesky-read-fits-{token}",
-        lock=False,
-        fancy=False,
-        meta=np.empty((0, 0), dtype=target),
-        inline_array=True,
-    )
+    data = _lazy_read(reader, "fits", token, edges, target)
     mode = "tiles" if compressed else "row bands"
     log.info("opened %s: shape %s, chunks %s, reads %s", what, shape, edges, mode)
     return ImageInput(data, identity, header, None)

@@ -29,6 +29,8 @@ import numpy as np
 from numba import njit
 from scipy import ndimage
 
+from tilesky.kernels._mask import gaussian_depth
+
 __all__ = ["smoothfit", "smoothfit_depth"]
 
 # Monomials (i, j) = powers of (dy, dx) for each order, constant term first.
@@ -47,10 +49,6 @@ _IDX = np.zeros((6, 6), dtype=np.int64)
 for _r, (_ri, _rj) in enumerate(_TERMS[2]):
     for _c, (_ci, _cj) in enumerate(_TERMS[2]):
         _IDX[_r, _c] = _MOMENT_INDEX[(_ri + _ci, _rj + _cj)]
-
-
-def _radius(scale: float, truncate: float) -> int:
-    return int(truncate * float(scale) + 0.5)
 
 
 def _check(scale, order, truncate, step) -> None:
@@ -84,12 +82,12 @@ def smoothfit_depth(scale: float, truncate: float = 4.0, *, step: int = 6) -> in
     96
     """
     _check(scale, 0, truncate, step)
-    need = _radius(scale, truncate) + 2 * step
+    need = gaussian_depth(scale, truncate) + 2 * step
     return -(-need // step) * step
 
 
 def _weights(scale: float, truncate: float, power: int) -> np.ndarray:
-    radius = _radius(scale, truncate)
+    radius = gaussian_depth(scale, truncate)
     u = np.arange(-radius, radius + 1, dtype=np.float64) / scale
     return np.exp(-0.5 * u * u) * u**power
 
@@ -305,7 +303,7 @@ def _grid_fit(image, mask, *, scale, order, truncate, step) -> np.ndarray:
     n_cov = 2 * order + 1
     n_dat = order + 1
     w = np.stack([_weights(scale, truncate, p) for p in range(n_cov)])
-    radius = _radius(scale, truncate)
+    radius = gaussian_depth(scale, truncate)
     pad = -(-radius // step) * step
     ngy = (ny - 1) // step + 4
     ngx = (nx - 1) // step + 4
