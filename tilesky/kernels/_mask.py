@@ -1,6 +1,6 @@
 """Source-mask kernels: masked Gaussian smoothing, top-hat dilation, size filter.
 
-Every function here is a pure numpy/scipy kernel usable on a whole image,
+Every function here is a pure numpy/numba kernel usable on a whole image,
 paired with a ``*_depth`` function giving the halo (in pixels) a tile needs
 so that running it on a tile plus halo reproduces the whole-image result
 exactly.
@@ -10,12 +10,29 @@ non-finite count as *no coverage*. Smoothing is a normalized convolution
 (``conv(x * w) / conv(w)`` with ``w`` the coverage), so values near an edge or
 a blank region are averages of the covered pixels, not pulled towards zero
 as astropy's ``convolve(boundary='fill')`` would pull them.
+
+How the kernels are fast
+------------------------
+:func:`smooth` and :func:`dilate_mask` are numba kernels that reproduce their
+scipy references (:func:`_smooth_reference`, :func:`_dilate_reference`) bit
+for bit. ``scipy.ndimage.correlate1d`` sees that the Gaussian weights are
+symmetric and sums, per output pixel and in double precision,
+``in[0] * w[0]`` and then ``(in[-j] + in[+j]) * w[-j]`` for ``j = r .. 1``,
+the outermost pair first, with ``0.0`` outside the image. The numba kernel
+does exactly these operations in this order, but vectorised across a row
+instead of along the filter, streamed one output row at a time (no float64
+copy of the image, no full-size intermediate), and with the denominator
+(the smoothed coverage) taken from a per-row table when every pixel is
+covered: it then depends only on the distances to the edges. The disc
+dilation is a per-row distance to the nearest masked pixel (capped at the
+radius) followed by an OR over row offsets of ``distance <= half-width``.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -52,6 +69,146 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return weights / weights.sum()
 
 
+def _smooth_reference(
+    image: np.ndarray,
+    sigma: float,
+    *,
+    truncate: float = 4.0,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """scipy version of :func:`smooth`, kept as its slow, bit-exact reference."""
+    data = np.asarray(image, dtype=np.float64)
+    weight = np.isfinite(data)
+    if mask is not None:
+        weight &= ~np.asarray(mask, dtype=bool)
+    values = np.where(weight, data, 0.0)
+    w = weight.astype(np.float64)
+    kernel = gaussian_kernel1d(sigma, truncate)
+    num = ndimage.correlate1d(values, kernel, axis=0, mode="constant", cval=0.0)
+    num = ndimage.correlate1d(num, kernel, axis=1, mode="constant", cval=0.0)
+    den = ndimage.correlate1d(w, kernel, axis=0, mode="constant", cval=0.0)
+    den = ndimage.correlate1d(den, kernel, axis=1, mode="constant", cval=0.0)
+    # den is a sum of positive weights; below ~1e-12 it is rounding noise of
+    # pixels that have no covered neighbour at all.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 1e-12, num / den, np.nan)
+    return out.astype(np.float32)
+
+
+# Below this the smoothed coverage is rounding noise (see _smooth_reference).
+_MIN_COVERAGE = 1e-12
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlate_axis0(src, y, weights, zero_row, acc):  # pragma: no cover - numba
+    # scipy's symmetric correlate1d along axis 0 at row y, 0.0 outside: the
+    # centre term, then the pairs (y - j, y + j) from j = r down to 1. Each
+    # pass runs along the row so it vectorises; per pixel the order of the
+    # operations is scipy's, hence the same rounding.
+    ny, nx = src.shape
+    r = (weights.size - 1) // 2
+    w0 = weights[r]
+    row = src[y]
+    for x in range(nx):
+        acc[x] = np.float64(row[x]) * w0
+    for j in range(r, 0, -1):
+        lo = src[y - j] if y - j >= 0 else zero_row
+        hi = src[y + j] if y + j < ny else zero_row
+        wj = weights[r - j]
+        for x in range(nx):
+            acc[x] += (np.float64(lo[x]) + np.float64(hi[x])) * wj
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlate_axis1(padded, weights, acc):  # pragma: no cover - numba
+    # Same along a row; ``padded`` holds the row between r zeros on each side,
+    # which is scipy's constant extension with cval 0.0.
+    r = (weights.size - 1) // 2
+    w0 = weights[r]
+    nx = acc.size
+    # Offsets go into slices, not indices: ``padded[x + k]`` would need
+    # numba's negative-index check, which stops LLVM from vectorising.
+    centre = padded[r : r + nx]
+    for x in range(nx):
+        acc[x] = centre[x] * w0
+    for j in range(r, 0, -1):
+        wj = weights[r - j]
+        lo = padded[r - j : r - j + nx]
+        hi = padded[r + j : r + j + nx]
+        for x in range(nx):
+            acc[x] += (lo[x] + hi[x]) * wj
+
+
+@numba.njit(cache=True, nogil=True)
+def _ones_axis0(y, ny, weights):  # pragma: no cover - numba
+    # _correlate_axis0 on an all-ones image: the same for every pixel of row y.
+    r = (weights.size - 1) // 2
+    acc = 1.0 * weights[r]
+    for j in range(r, 0, -1):
+        lo = 1.0 if y - j >= 0 else 0.0
+        hi = 1.0 if y + j < ny else 0.0
+        acc += (lo + hi) * weights[r - j]
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _smooth_kernel(values, cover, full, weights, out):  # pragma: no cover - numba
+    ny, nx = values.shape
+    r = (weights.size - 1) // 2
+    num_pad = np.zeros(nx + 2 * r)
+    den_pad = np.zeros(nx + 2 * r)
+    num = np.empty(nx)
+    den = np.empty(nx)
+    zero_values = np.zeros(nx, values.dtype)
+    zero_cover = np.zeros(cover.shape[1], cover.dtype)
+    held = np.nan  # the column sum that ``den`` was computed from
+    nan32 = np.float32(np.nan)
+    for y in range(ny):
+        _correlate_axis0(values, y, weights, zero_values, num_pad[r : r + nx])
+        _correlate_axis1(num_pad, weights, num)
+        if full:
+            # Fully covered: the coverage's column sum is one number per row
+            # that depends only on the distances to the top and bottom edges,
+            # so the denominator row is recomputed only when it changes
+            # (2 r + 1 times at most), with the same operations as scipy.
+            col = _ones_axis0(y, ny, weights)
+            if not col == held:
+                den_pad[r : r + nx] = col
+                _correlate_axis1(den_pad, weights, den)
+                held = col
+        else:
+            _correlate_axis0(cover, y, weights, zero_cover, den_pad[r : r + nx])
+            _correlate_axis1(den_pad, weights, den)
+        for x in range(nx):
+            d = den[x]
+            out[y, x] = np.float32(num[x] / d) if d > _MIN_COVERAGE else nan32
+
+
+@numba.njit(cache=True, nogil=True)
+def _all_finite(data):  # pragma: no cover - numba
+    ny, nx = data.shape
+    for y in range(ny):
+        row = data[y]
+        bad = False
+        for x in range(nx):
+            # v - v is NaN for NaN and for +-inf.
+            bad |= not (row[x] - row[x] == 0)
+        if bad:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _clean(data, mask, values, cover):  # pragma: no cover - numba
+    ny, nx = data.shape
+    for y in range(ny):
+        for x in range(nx):
+            v = data[y, x]
+            ok = v - v == 0 and mask[y, x] == 0
+            values[y, x] = v if ok else 0
+            cover[y, x] = 1 if ok else 0
+
+
 def smooth(
     image: np.ndarray,
     sigma: float,
@@ -79,10 +236,14 @@ def smooth(
 
     Notes
     -----
-    Computed in float64 with separable passes (rows, then columns) and
-    ``mode='constant'`` outside the image, so each output pixel is the same
-    fixed sum of the same inputs whether computed on the whole image or on a
-    tile with a halo of :func:`gaussian_depth`: tiled results are identical.
+    Separable passes (columns, then rows) in float64 with zeros outside the
+    image, so each output pixel is the same fixed sum of the same inputs
+    whether computed on the whole image or on a tile with a halo of
+    :func:`gaussian_depth`: tiled results are identical. The numba kernel
+    reproduces ``scipy.ndimage.correlate1d``'s operations in its order, so
+    the result equals the scipy formulation (:func:`_smooth_reference`) bit
+    for bit; float32 input is read as is (no float64 copy). It runs on one
+    thread and releases the GIL.
 
     Examples
     --------
@@ -92,22 +253,34 @@ def smooth(
     >>> bool(np.allclose(out, 1.0))
     True
     """
-    data = np.asarray(image, dtype=np.float64)
-    weight = np.isfinite(data)
+    data = np.asarray(image)
+    # Exactly symmetric (the offsets are, and so each weight is computed the
+    # same way on both sides), which is the case scipy's symmetric sum covers.
+    weights = gaussian_kernel1d(sigma, truncate)
+    if data.ndim != 2 or data.size == 0 or weights.size == 0:
+        # Not what the pipeline passes: keep scipy's behaviour, errors included.
+        return _smooth_reference(image, sigma, truncate=truncate, mask=mask)
+    if not (data.dtype.isnative and data.dtype.type in (np.float32, np.float64)):
+        data = data.astype(np.float64)
+    data = np.ascontiguousarray(data)
+    extra = None
     if mask is not None:
-        weight &= ~np.asarray(mask, dtype=bool)
-    values = np.where(weight, data, 0.0)
-    w = weight.astype(np.float64)
-    kernel = gaussian_kernel1d(sigma, truncate)
-    num = ndimage.correlate1d(values, kernel, axis=0, mode="constant", cval=0.0)
-    num = ndimage.correlate1d(num, kernel, axis=1, mode="constant", cval=0.0)
-    den = ndimage.correlate1d(w, kernel, axis=0, mode="constant", cval=0.0)
-    den = ndimage.correlate1d(den, kernel, axis=1, mode="constant", cval=0.0)
-    # den is a sum of positive weights; below ~1e-12 it is rounding noise of
-    # pixels that have no covered neighbour at all.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 1e-12, num / den, np.nan)
-    return out.astype(np.float32)
+        extra = np.broadcast_to(np.asarray(mask, dtype=bool), data.shape)
+        if not extra.any():
+            extra = None
+    out = np.empty(data.shape, dtype=np.float32)
+    if extra is None and _all_finite(data):
+        no_cover = np.zeros((0, 0), dtype=np.uint8)
+        _smooth_kernel(data, no_cover, True, weights, out)
+        return out
+    if extra is None:
+        extra = np.zeros((1, 1), dtype=bool)
+    extra = np.ascontiguousarray(np.broadcast_to(extra, data.shape)).view(np.uint8)
+    values = np.empty_like(data)
+    cover = np.empty(data.shape, dtype=np.uint8)
+    _clean(data, extra, values, cover)
+    _smooth_kernel(values, cover, False, weights, out)
+    return out
 
 
 def tophat_footprint(radius: int) -> np.ndarray:
@@ -125,6 +298,55 @@ def dilate_depth(radius: int) -> int:
     return int(radius)
 
 
+def _dilate_reference(mask: np.ndarray, radius: int) -> np.ndarray:
+    """scipy version of :func:`dilate_mask`, kept as its slow, exact reference."""
+    mask = np.asarray(mask, dtype=bool)
+    if radius <= 0:
+        return mask.copy()
+    return ndimage.binary_dilation(mask, structure=tophat_footprint(radius))
+
+
+@numba.njit(cache=True, nogil=True)
+def _dilate_kernel(mask, half_widths, dist, out):  # pragma: no cover - numba
+    ny, nx = mask.shape
+    r = (half_widths.size - 1) // 2
+    far = dist.dtype.type(r + 1)
+    # dist: per row, the distance to the nearest masked pixel, capped at r + 1.
+    # Offsets go from far to near so the nearest one is written last; the
+    # selects are branch-free so each pass vectorises.
+    for y in range(ny):
+        row = mask[y]
+        d = dist[y]
+        for x in range(nx):
+            d[x] = far
+        for k in range(min(r, nx - 1), -1, -1):
+            kk = dist.dtype.type(k)
+            n = nx - k
+            # Shifts as slices, not ``row[x + k]``: numba's negative-index
+            # check on a computed index stops LLVM from vectorising.
+            right = row[k:]
+            left_of = d[:n]
+            for x in range(n):
+                left_of[x] = kk if right[x] != 0 else left_of[x]
+            right_of = d[k:]
+            for x in range(n):
+                right_of[x] = kk if row[x] != 0 else right_of[x]
+    # The disc row at offset dy is the run |dx| <= half_widths[dy]; outside
+    # the image nothing is masked (scipy's border_value=0).
+    for y in range(ny):
+        o = out[y]
+        for x in range(nx):
+            o[x] = 0
+        for dy in range(-r, r + 1):
+            yy = y + dy
+            if yy < 0 or yy >= ny:
+                continue
+            w = half_widths[dy + r]
+            src = dist[yy]
+            for x in range(nx):
+                o[x] |= np.uint8(src[x] <= w)
+
+
 def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """Grow ``mask`` by a circular top-hat of ``radius`` pixels.
 
@@ -132,6 +354,15 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     The notebook's ``convolve(mask, Tophat2DKernel(r)) >= 1/area`` differs
     for ``r=2`` (13 footprint pixels against an area of 12.57 leaves single
     masked pixels undilated); tilesky uses plain binary dilation.
+
+    Notes
+    -----
+    Equal to ``scipy.ndimage.binary_dilation(mask,
+    structure=tophat_footprint(radius))`` (:func:`_dilate_reference`) with
+    nothing masked outside the image, so a tile with a halo of
+    :func:`dilate_depth` gives the whole-image core. Computed by a numba
+    kernel: per row the distance to the nearest masked pixel, then for each
+    row offset of the disc a comparison with that row's half-width.
 
     Examples
     --------
@@ -142,9 +373,19 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     5
     """
     mask = np.asarray(mask, dtype=bool)
-    if radius <= 0:
+    r = int(radius)
+    if r <= 0:
         return mask.copy()
-    return ndimage.binary_dilation(mask, structure=tophat_footprint(radius))
+    if mask.ndim != 2 or mask.size == 0 or r >= np.iinfo(np.uint16).max:
+        return _dilate_reference(mask, radius)
+    # Half-width of each disc row, read off the footprint itself.
+    half_widths = tophat_footprint(r).sum(axis=1) // 2
+    dtype = np.uint8 if r < np.iinfo(np.uint8).max else np.uint16
+    src = np.ascontiguousarray(mask).view(np.uint8)
+    dist = np.empty(mask.shape, dtype=dtype)
+    out = np.empty(mask.shape, dtype=bool)
+    _dilate_kernel(src, half_widths.astype(dtype), dist, out.view(np.uint8))
+    return out
 
 
 def size_filter_depth(n_pixels: int) -> int:

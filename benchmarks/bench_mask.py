@@ -1,0 +1,189 @@
+"""Source-mask kernels: tilesky's numba smooth/dilate_mask against their scipy
+references, one core.
+
+Usage::
+
+    python benchmarks/bench_mask.py              # 1100 x 1100 (a tile plus halo)
+    python benchmarks/bench_mask.py --size 2000 --repeat 3
+
+For each case the table gives the best of N runs of the scipy reference
+(``_smooth_reference``, ``_dilate_reference``) and of the fast kernel, their
+ratio, and whether the outputs are identical bit for bit. Writes
+``benchmarks/results/bench_mask.json``. The first numba calls (compile, or
+loading the on-disk cache) are timed on their own and kept out of the
+comparison.
+"""
+
+import os
+
+# One thread everywhere, before numpy/numba are imported.
+for _name in (
+    "NUMBA_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+):
+    os.environ[_name] = "1"
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+
+from tilesky import __version__  # noqa: E402
+from tilesky.kernels._mask import (  # noqa: E402
+    _dilate_reference,
+    _smooth_reference,
+    dilate_mask,
+    smooth,
+)
+
+RESULTS = Path(__file__).parent / "results" / "bench_mask.json"
+
+
+def make_image(size: int, seed: int = 0) -> np.ndarray:
+    """Noise, a gentle gradient and a few dozen Gaussian sources (float32)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    image = rng.normal(0.0, 1.0, size=(size, size)).astype(np.float32)
+    image += 0.5 * (xx + yy) / size
+    for _ in range(40):
+        y0, x0 = rng.uniform(0, size, 2)
+        sigma = rng.uniform(1.5, 6.0)
+        flux = rng.uniform(5.0, 100.0)
+        r2 = (yy - y0) ** 2 + (xx - x0) ** 2
+        image += (flux * np.exp(-r2 / (2 * sigma**2))).astype(np.float32)
+    return image
+
+
+def best_of(func, repeat: int):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = func()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def identical(fast: np.ndarray, ref: np.ndarray) -> bool:
+    if fast.dtype != ref.dtype or fast.shape != ref.shape:
+        return False
+    if fast.dtype == np.float32:
+        return bool(np.array_equal(fast.view(np.uint32), ref.view(np.uint32)))
+    return bool(np.array_equal(fast, ref))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--size", type=int, default=1100, help="image side (default 1100)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=7, help="fast kernel timed runs (default 7)"
+    )
+    parser.add_argument(
+        "--ref-repeat", type=int, default=3, help="scipy timed runs (default 3)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.size < 1 or args.repeat < 1 or args.ref_repeat < 1:
+        parser.error("--size, --repeat and --ref-repeat must be >= 1")
+
+    image = make_image(args.size)
+    rng = np.random.default_rng(1)
+    holey = image.copy()
+    holey[rng.random(holey.shape) < 0.002] = np.nan  # bad pixels
+    holey[: args.size // 10, : args.size // 5] = np.nan  # a blank corner
+    extra = rng.random(image.shape) < 0.01
+    # A source mask as the pipeline makes it: smoothed image over a threshold.
+    detected = _smooth_reference(image, 2.0) > 1.0
+
+    # name, params, reference call, fast call
+    cases = [
+        ("smooth", "sigma=3 truncate=4", _smooth_reference, smooth, (image, 3.0), {}),
+        ("smooth", "sigma=2.12 truncate=4", _smooth_reference, smooth,
+         (image, 2.12), {}),
+        ("smooth", "sigma=3 truncate=4 NaN+mask", _smooth_reference, smooth,
+         (holey, 3.0), {"mask": extra}),
+        ("dilate_mask", "radius=2", _dilate_reference, dilate_mask,
+         (detected, 2), {}),
+        ("dilate_mask", "radius=4", _dilate_reference, dilate_mask,
+         (detected, 4), {}),
+    ]  # fmt: skip
+
+    # First calls: numba compile, or load from its on-disk cache.
+    start = time.perf_counter()
+    small = image[:64, :64]
+    smooth(small, 1.0)
+    smooth(small, 1.0, mask=extra[:64, :64])
+    smooth(small.astype(np.float64), 1.0)
+    dilate_mask(detected[:64, :64], 2)
+    first_call_s = time.perf_counter() - start
+
+    size = f"{args.size} x {args.size}"
+    header = (
+        f"{'kernel':<12} {'size':>11} {'params':<28} {'reference s':>11} "
+        f"{'fast s':>9} {'ratio':>7} identical"
+    )
+    print(header)
+    records = []
+    for kernel, params, ref_func, fast_func, fargs, fkwargs in cases:
+        ref_call = functools.partial(ref_func, *fargs, **fkwargs)
+        fast_call = functools.partial(fast_func, *fargs, **fkwargs)
+        ref_s, expected = best_of(ref_call, args.ref_repeat)
+        fast_s, result = best_of(fast_call, args.repeat)
+        same = identical(result, expected)
+        ratio = min(ref_s) / min(fast_s)
+        print(
+            f"{kernel:<12} {size:>11} {params:<28} {min(ref_s):>11.4f} "
+            f"{min(fast_s):>9.4f} {ratio:>6.1f}x {'yes' if same else 'NO'}"
+        )
+        records.append(
+            {
+                "kernel": kernel,
+                "params": params,
+                "size": [args.size, args.size],
+                "reference_s": ref_s,
+                "fast_s": fast_s,
+                "reference_best_s": min(ref_s),
+                "fast_best_s": min(fast_s),
+                "ratio_best": ratio,
+                "identical": same,
+            }
+        )
+    print(f"first calls (64 x 64, compile or cache load): {first_call_s:.2f} s")
+
+    record = {
+        "benchmark": "mask_kernels",
+        "dtype": "float32",
+        "threads": 1,
+        "cases": records,
+        "first_call_s": first_call_s,
+        "versions": {
+            "tilesky": __version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "numba": numba.__version__,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0 if all(r["identical"] for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
