@@ -1,0 +1,178 @@
+"""Exact moment states: the digit path versus the bit-pattern kernels, one core.
+
+Usage::
+
+    python benchmarks/bench_noise.py              # 1100 x 1100 and 2048 x 2048
+    python benchmarks/bench_noise.py --size 500 --repeat 3
+
+Each case is one sigma-clipping pass as the pipeline makes it: a residual
+image (float32 noise, a few bright sources, 1 % NaN) with a random 15 % mask
+and bounds at the mean +- 3 sigma, or with neither. ``reference`` is the former
+``moment_state`` (a float64 copy and two ``frexp`` per value), kept as
+``_moment_state_reference``; ``fast`` is ``moment_state``. ``identical``
+compares the three Python integers of the states. Prints a table and writes
+``benchmarks/results/bench_noise.json``. The first call of each path (numba
+compile, or loading the on-disk cache) is made on a small block and kept out
+of the timings.
+"""
+
+import os
+
+# One thread everywhere, before numpy/numba are imported.
+for _name in (
+    "NUMBA_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+):
+    os.environ[_name] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tilesky import __version__  # noqa: E402
+from tilesky.kernels._noise import (  # noqa: E402
+    _moment_state_reference,
+    moment_state,
+    moments,
+)
+
+RESULTS = Path(__file__).parent / "results" / "bench_noise.json"
+
+
+def make_residual(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 residual image and a random 15 % source mask."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, 1.0, size=(size, size)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for _ in range(20):
+        y0, x0 = rng.uniform(0, size, 2)
+        r2 = (yy - y0) ** 2 + (xx - x0) ** 2
+        image += (rng.uniform(20, 500) * np.exp(-r2 / 18.0)).astype(np.float32)
+    image[rng.random(image.shape) < 0.01] = np.nan
+    mask = rng.random(image.shape) < 0.15
+    return image, mask
+
+
+def best_of(repeat: int, func, *args, **kwargs):
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+    return seconds, result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        default=[1100, 2048],
+        help="image sides (default 1100 2048)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=7, help="timed runs per path (default 7)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if min(args.size) < 1 or args.repeat < 1:
+        parser.error("--size and --repeat must be >= 1")
+
+    # First calls: numba compile, or load from its on-disk cache.
+    small, small_mask = make_residual(16)
+    start = time.perf_counter()
+    for dtype in (np.float32, np.float64):
+        block = small.astype(dtype)
+        for kw in ({}, {"lower": -3.0, "upper": 3.0, "mask": small_mask}):
+            moment_state(block, **kw)
+            _moment_state_reference(block, **kw)
+    first_call_s = time.perf_counter() - start
+
+    rows = []
+    for size in args.size:
+        image, mask = make_residual(size)
+        _, mean, std = moments(moment_state(image, mask=mask))
+        bounds = {"lower": mean - 3 * std, "upper": mean + 3 * std, "mask": mask}
+        # A tile read out of a larger array with its halo: strided rows.
+        halo = np.pad(image, 16)[16:-16, 16:-16]
+        cases = [
+            ("float32", "bounds+mask", image, bounds),
+            ("float32", "none", image, {}),
+            ("float32", "strided, bounds+mask", halo, bounds),
+            ("float64", "bounds+mask", image.astype(np.float64), bounds),
+        ]
+        for dtype, case, block, kw in cases:
+            ref_s, expected = best_of(args.repeat, _moment_state_reference, block, **kw)
+            fast_s, state = best_of(args.repeat, moment_state, block, **kw)
+            rows.append(
+                {
+                    "dtype": dtype,
+                    "size": [size, size],
+                    "case": case,
+                    "count": state.count,
+                    "reference_s": ref_s,
+                    "fast_s": fast_s,
+                    "reference_best_s": min(ref_s),
+                    "fast_best_s": min(fast_s),
+                    "ratio_best": min(ref_s) / min(fast_s),
+                    "ratio_median": statistics.median(ref_s)
+                    / statistics.median(fast_s),
+                    "identical": state == expected,
+                }
+            )
+
+    header = (
+        f"{'dtype':<8} {'size':>11} {'case':<21} {'reference s':>11} "
+        f"{'fast s':>8} {'ratio':>6} identical"
+    )
+    print(header)
+    for r in rows:
+        ny, nx = r["size"]
+        print(
+            f"{r['dtype']:<8} {f'{ny} x {nx}':>11} {r['case']:<21} "
+            f"{r['reference_best_s']:>11.4f} {r['fast_best_s']:>8.4f} "
+            f"{r['ratio_best']:>5.1f}x {r['identical']}"
+        )
+    print(
+        f"best of {args.repeat} runs; first calls (16 x 16, compile or cache "
+        f"load): {first_call_s:.2f} s, not in the timings"
+    )
+
+    identical = all(r["identical"] for r in rows)
+    record = {
+        "benchmark": "moment_state",
+        "threads": 1,
+        "repeat": args.repeat,
+        "rows": rows,
+        "identical": identical,
+        "first_call_s": first_call_s,
+        "versions": {
+            "tilesky": __version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
