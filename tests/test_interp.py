@@ -440,3 +440,176 @@ def test_errors():
             out_shape=(20, 20),
             mesh_global_shape=mesh.shape,
         )
+
+
+# ----------------------------------------------------------------------------
+# fast kernel == per-pixel reference, bit for bit
+
+
+def _with_reference_kernel(monkeypatch):
+    """Route idw_interpolate / fill_mesh_nans through the reference kernel."""
+    from tilesky.kernels import _interp
+
+    monkeypatch.setattr(_interp, "_idw_grid", _interp._idw_grid_reference)
+
+
+def _both(monkeypatch, func, *args, **kwargs):
+    """``func`` with the fast kernel, then with the reference kernel."""
+    fast = func(*args, **kwargs)
+    with monkeypatch.context() as m:
+        _with_reference_kernel(m)
+        ref = func(*args, **kwargs)
+    return fast, ref
+
+
+def _assert_identical(fast, ref, case):
+    assert fast.dtype == ref.dtype and fast.shape == ref.shape, case
+    assert np.array_equal(fast, ref, equal_nan=True), case
+    # Stricter: same bits, so -0.0 / +0.0 and NaN payloads agree too.
+    bits = {4: np.uint32, 8: np.uint64}[fast.dtype.itemsize]
+    assert np.array_equal(fast.view(bits), ref.view(bits)), case
+
+
+def _hostile_mesh(rng, mshape):
+    """Smooth, integer-valued (ties, signed zeros), constant or with infinities."""
+    kind = rng.integers(4)
+    y, x = np.indices(mshape)
+    if kind == 0:
+        mesh = 100.0 + 0.3 * y - 0.2 * x + rng.normal(size=mshape)
+    elif kind == 1:
+        mesh = rng.integers(-2, 3, size=mshape).astype(float)
+        mesh[rng.random(mshape) < 0.3] = -0.0
+    elif kind == 2:
+        mesh = np.full(mshape, 3.7)
+    else:
+        mesh = 1e3 * rng.normal(size=mshape)
+        mesh[rng.random(mshape) < 0.05] = np.inf
+        mesh[rng.random(mshape) < 0.05] = -np.inf
+    nan_fraction = rng.choice([0.0, 0.02, 0.3, 0.7, 0.95, 1.0])
+    mesh[rng.random(mshape) < nan_fraction] = np.nan
+    return mesh.astype(rng.choice([np.float32, np.float64]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_idw_fast_equals_reference_randomized(monkeypatch, seed):
+    """Random boxes 1..12 (non-square too), tiles anywhere, any IDW parameters."""
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        box = tuple(int(b) for b in rng.integers(1, 13, 2))
+        if rng.random() < 0.3:
+            box = (box[0], box[0])
+        shape = tuple(int(n) for n in rng.integers(1, 160, 2))
+        mshape = _mesh_shape(shape, box)
+        mesh = _hostile_mesh(rng, mshape)
+        max_distance = float(
+            rng.choice(
+                [
+                    rng.uniform(0.3, 3.0),  # shorter than a box
+                    rng.uniform(1.0, 20.0) * max(box),
+                    16.0 * max(box),  # the default reach
+                ]
+            )
+        )
+        # A tile anywhere: offsets not aligned to boxes, at the mesh edges.
+        offset = tuple(int(rng.integers(0, n)) for n in shape)
+        tshape = tuple(
+            int(rng.integers(1, n - o + 1)) for n, o in zip(shape, offset, strict=True)
+        )
+        win = mesh_window(
+            offset,
+            tshape,
+            box_size=box,
+            depth=idw_depth(max_distance, box),
+            mesh_shape=mshape,
+        )
+        kwargs = {
+            "box_size": box,
+            "out_shape": tshape,
+            "out_offset": offset,
+            "mesh_offset": (win[0].start, win[1].start),
+            "n_neighbors": int(rng.integers(1, 31)),
+            "power": float(rng.choice([0.0, 1.0, 2.0, 0.5])),
+            "regularization": float(rng.choice([0.0, 30.0, 0.25])),
+            "max_distance": max_distance,
+        }
+        fast, ref = _both(monkeypatch, idw_interpolate, mesh[win], **kwargs)
+        _assert_identical(fast, ref, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("box", "k", "power", "reg", "max_distance"),
+    [
+        ((10, 10), 20, 1.0, 30.0, 160.0),  # the pipeline's first pass
+        ((6, 6), 20, 1.0, 30.0, 96.0),  # and its second
+        ((5, 3), 7, 2.0, 0.0, 40.0),  # odd boxes: pixels on mesh centres
+        ((1, 1), 30, 0.0, 0.0, 12.0),
+        ((12, 7), 1, 1.0, 0.0, 200.0),
+    ],
+)
+@pytest.mark.parametrize("nan_fraction", [0.0, 0.02, 0.3])
+def test_idw_fast_equals_reference_pipeline_like(
+    monkeypatch, box, k, power, reg, max_distance, nan_fraction
+):
+    """Smooth meshes with scattered NaN and a hole wider than the short table."""
+    shape = (251, 243)
+    mshape = _mesh_shape(shape, box)
+    hole = ((mshape[0] // 3, mshape[1] // 2), max(2, min(mshape) // 6))
+    mesh = _random_mesh(mshape, nan_fraction=nan_fraction, hole=hole, seed=7)
+    kwargs = {
+        "box_size": box,
+        "n_neighbors": k,
+        "power": power,
+        "regularization": reg,
+        "max_distance": max_distance,
+    }
+    fast, ref = _both(monkeypatch, idw_interpolate, mesh, out_shape=shape, **kwargs)
+    _assert_identical(fast, ref, kwargs)
+    # A tile not aligned to the boxes, touching the mesh's far corner.
+    offset, tshape = (97, 61), (shape[0] - 97, shape[1] - 61)
+    win = mesh_window(
+        offset,
+        tshape,
+        box_size=box,
+        depth=idw_depth(max_distance, box),
+        mesh_shape=mshape,
+    )
+    tiled, _ = _both(
+        monkeypatch,
+        idw_interpolate,
+        mesh[win],
+        out_shape=tshape,
+        out_offset=offset,
+        mesh_offset=(win[0].start, win[1].start),
+        **kwargs,
+    )
+    _assert_identical(tiled, fast[offset[0] :, offset[1] :], kwargs)
+
+
+def test_idw_fast_equals_reference_mesh_smaller_than_reach(monkeypatch):
+    mesh = np.array([[1.0, np.nan, 3.0], [np.nan, 2.0, -0.0]])
+    for k in (1, 2, 4, 30):
+        for box in [(1, 1), (4, 3), (7, 7)]:
+            shape = (2 * box[0], 3 * box[1])
+            kwargs = {"box_size": box, "n_neighbors": k, "max_distance": 50.0}
+            fast, ref = _both(
+                monkeypatch, idw_interpolate, mesh, out_shape=shape, **kwargs
+            )
+            _assert_identical(fast, ref, kwargs)
+            assert not np.isnan(fast).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fill_fast_equals_reference(monkeypatch, seed):
+    """fill_mesh_nans' only_nan mode, sparse and dense NaN, any parameters."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(40):
+        mshape = tuple(int(n) for n in rng.integers(1, 60, 2))
+        mesh = _hostile_mesh(rng, mshape)
+        kwargs = {
+            "n_neighbors": int(rng.integers(1, 31)),
+            "power": float(rng.choice([0.0, 1.0, 2.0])),
+            "regularization": float(rng.choice([0.0, 0.5])),
+            "max_distance": float(rng.choice([1.5, 4.0, 16.0])),
+        }
+        fast, ref = _both(monkeypatch, fill_mesh_nans, mesh, **kwargs)
+        _assert_identical(fast, ref, kwargs)
