@@ -59,6 +59,20 @@ def test_run_on_local_cluster_equals_monolithic(sim, tmp_path, capsys):
     assert "_work" not in zarr.open_group(str(out), mode="r")
 
 
+def test_default_cluster_runs_in_process_threads(sim, tmp_path, capsys):
+    """Without --workers: a real LocalCluster, its one worker in this process."""
+    out = tmp_path / "run.zarr"
+    code = main(["run", str(sim), str(out), "--chunks", "150", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "local cluster with one in-process worker" in err
+    assert "dashboard: http://127.0.0.1:" in err
+    ds = open_run(str(out))
+    mono = estimate_background(xr.open_zarr(sim).scene.values)
+    assert np.array_equal(ds.mask.values, mono.mask.values)
+    np.testing.assert_array_equal(ds.background.values, mono.background.values)
+
+
 def _assert_one_line_error(code, capsys, pattern):
     err = capsys.readouterr().err.strip()
     assert code == 1

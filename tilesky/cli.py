@@ -43,7 +43,8 @@ def _add_execution(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="worker processes of the local cluster (default: one per core)",
+        help="start N worker processes for the local cluster (default: one "
+        "worker in the tilesky process, one thread per core)",
     )
     p.add_argument(
         "--chunks",
