@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import dask
 import dask.array as da
 import fsspec
 import numpy as np
@@ -210,7 +211,12 @@ def simulation_reference(source: Any, *, chunks=None, storage_options=None) -> d
             ref[name] = arr
     cols = ("x_mean", "y_mean", "flux", "re")
     if all(c in ds for c in cols):
-        ref["catalogue"] = {c: np.asarray(ds[c].values) for c in cols}
+        # One read for the four columns: each ``.values`` would be a
+        # computation of its own (a scheduler round trip on a cluster).
+        columns = dask.compute(*(ds[c].data for c in cols), scheduler="sync")
+        ref["catalogue"] = {
+            c: np.asarray(v) for c, v in zip(cols, columns, strict=True)
+        }
     ref["noise_sigma"] = ds.attrs.get("noise_sigma")
     return ref
 

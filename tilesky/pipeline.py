@@ -552,11 +552,14 @@ def run_pipeline(
             want_rms=want_rms,
             fallback_for=fit,
         )
-        background = backend.checkpoint(f"background_round{rnd + 1}", background)
-        if want_rms:
-            background_rms = backend.checkpoint(
-                f"background_rms_round{rnd + 1}", background_rms
-            )
+        if rnd < cfg.n_rounds - 1:
+            background = backend.checkpoint(f"background_round{rnd + 1}", background)
+            if want_rms:
+                background_rms = backend.checkpoint(
+                    f"background_rms_round{rnd + 1}", background_rms
+                )
+        # The last round's maps are materialized by writing the outputs: a
+        # checkpoint would write and read them once more.
         lap(f"round{rnd + 1}")
 
     background = backend.local(
