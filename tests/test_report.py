@@ -13,7 +13,14 @@ import xarray as xr  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
 from tilesky.metrics import compute_metrics  # noqa: E402
-from tilesky.report import _downsample, _fmt, write_report  # noqa: E402
+from tilesky.report import (  # noqa: E402
+    _downsample,
+    _fmt,
+    _Plotting,
+    _save_map,
+    _write_png,
+    write_report,
+)
 
 SHAPE = (97, 131)
 CONFIG = {"mesh": {"box_size": 6, "filter_size": 3}, "ring": {"radius_in": 15}}
@@ -178,3 +185,87 @@ def test_report_without_metrics_or_scene(tmp_path):
     text = write_report(ds, tmp_path).read_text()
     assert "No metrics" in text and "mesh.filter_size" in text
     assert imread(tmp_path / "background.png").shape[:2] == (20, 30)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "factor"), [(np.float32, 2), (np.float64, 5), (bool, 4), (np.int16, 3)]
+)
+def test_downsample_matches_a_plain_block_mean(dtype, factor):
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(53, 71)) * 100
+    if dtype is bool:
+        img = img > 0
+    elif np.dtype(dtype).kind == "f":
+        img[:factor, :factor] = np.nan  # one block with no finite pixel
+        img[10:13, 20:29] = np.nan
+    img = img.astype(dtype)
+    small, got = _downsample(da.from_array(img, chunks=(20, 30)), -(-71 // factor))
+    assert got == factor
+    out = small.compute()
+    assert out.dtype == np.float64
+    ref = _ref_block_mean(img.astype(np.float64), factor)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, equal_nan=True)
+    if np.dtype(dtype).kind == "f":
+        assert np.isnan(out[0, 0])
+
+
+def _save(plt, path, img, cmap, vmin, vmax):
+    _save_map(plt, path, img, cmap=cmap, vmin=vmin, vmax=vmax)
+    return imread(path)
+
+
+def test_maps_are_indexed_pngs_with_the_colours_of_imsave(tmp_path):
+    from matplotlib import colormaps
+    from matplotlib.image import imsave
+    from PIL import Image
+
+    plt = _Plotting()
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(40, 60))
+    img[0, :3] = [-1.0, 1.0, 5.0]  # exactly at the limits, and above
+    img[5, 5] = np.nan
+    for cmap, lo, hi in (("viridis", -1.0, 1.0), ("RdBu_r", -2.0, 2.0)):
+        got = _save(plt, tmp_path / "map.png", img, cmap, lo, hi)
+        imsave(tmp_path / "ref.png", img, cmap=cmap, vmin=lo, vmax=hi, origin="lower")
+        np.testing.assert_array_equal(got, imread(tmp_path / "ref.png"))
+        with Image.open(tmp_path / "map.png") as png:
+            assert png.mode == "P"
+    assert got[::-1][5, 5, 3] == 0  # NaN is transparent
+    # All 256 colours of RdBu_r and NaN do not fit a palette: 255 colours.
+    ramp = np.tile(np.linspace(0.0, 1.0, 512), (4, 1))
+    ramp[1, 7] = np.nan
+    got = _save(plt, tmp_path / "ramp.png", ramp, "RdBu_r", 0.0, 1.0)
+    with Image.open(tmp_path / "ramp.png") as png:
+        assert png.mode == "P"
+    coarse = colormaps["RdBu_r"].resampled(255)
+    imsave(tmp_path / "ref.png", ramp, cmap=coarse, vmin=0, vmax=1, origin="lower")
+    np.testing.assert_array_equal(got, imread(tmp_path / "ref.png"))
+    assert len(np.unique(got.reshape(-1, 4), axis=0)) == 256
+
+
+def test_write_png_is_lossless(tmp_path):
+    from PIL import Image
+
+    plt = _Plotting()
+    rng = np.random.default_rng(2)
+    rgba = rng.integers(0, 256, size=(30, 50, 4), dtype=np.uint8)
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    for mode, img in (("RGB", opaque), ("RGBA", rgba)):
+        _write_png(plt, tmp_path / "x.png", img)
+        with Image.open(tmp_path / "x.png") as png:
+            assert png.mode == mode
+            back = np.asarray(png.convert("RGBA"))
+        np.testing.assert_array_equal(back, img)
+    few = rgba[:, :1].repeat(50, axis=1)  # 30 colours
+    _write_png(plt, tmp_path / "few.png", few)
+    with Image.open(tmp_path / "few.png") as png:
+        assert png.mode == "P"
+        np.testing.assert_array_equal(np.asarray(png.convert("RGBA")), few)
+
+
+def test_report_leaves_pyplot_alone(run, tmp_path):
+    if "matplotlib.pyplot" in sys.modules:
+        pytest.skip("pyplot was imported by another test")
+    write_report(run["ds"], tmp_path, max_pixels=40)
+    assert "matplotlib.pyplot" not in sys.modules
