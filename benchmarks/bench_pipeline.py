@@ -9,12 +9,15 @@ One run does, on the scene written by `tilesky.simulate.write_simulation`:
 
 (a) the notebook's pipeline ported to photutils 3.0 (``notebook_port.py``),
     timed per stage, in this process;
-(b) ``tilesky run SCENE.zarr OUT.zarr --overwrite`` as a user runs it, once with
-    tilesky's default configuration and once with ``--preset notebook``: a
+(b) ``tilesky run SCENE.zarr OUT.zarr --overwrite`` as a user runs it: with
+    tilesky's default configuration (with and without the HTML/PNG report,
+    which is not part of the pipeline) and with ``--preset notebook``; a
     subprocess of the venv's ``tilesky`` executable, so the wall time includes
-    interpreter start, imports, starting and stopping the local Dask cluster
-    and writing the run store; per-stage timings come from the store's
-    ``attrs["timings"]``;
+    interpreter start, imports, starting and stopping the local Dask cluster,
+    the quality metrics and writing the run store; per-stage timings come
+    from the store's ``attrs["timings"]``. One untimed run first fills the
+    numba cache, as any installation's first run does; each command is then
+    timed ``--repeat`` times and the best kept (the machine is shared);
 (c) ``tilesky.estimate_background(numpy_scene)`` in this process: the
     monolithic path, per-stage timings without any cluster.
 
@@ -77,7 +80,13 @@ def tilesky_executable() -> str:
 
 
 def run_cli(
-    label: str, scene_path: Path, out_path: Path, extra: list[str], truth: np.ndarray
+    label: str,
+    scene_path: Path,
+    out_path: Path,
+    extra: list[str],
+    truth: np.ndarray,
+    *,
+    repeat: int = 1,
 ) -> dict:
     cmd = [
         tilesky_executable(),
@@ -87,15 +96,20 @@ def run_cli(
         "--overwrite",
         *extra,
     ]
-    print(f"[bench] {label}: {' '.join(cmd)}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
+    print(f"[bench] {label}: {' '.join(cmd)} (best of {repeat})", flush=True)
+    walls = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        walls.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            break
     entry: dict = {
         "method": label,
         "command": cmd,
         "returncode": proc.returncode,
-        "wall_s": wall,
+        "wall_s": min(walls),
+        "wall_s_all": walls,
     }
     summary = [ln for ln in proc.stderr.splitlines() if "tilesky: wrote" in ln]
     if summary:
@@ -217,6 +231,12 @@ def main(argv=None) -> int:
         "--keep", action="store_true", help="keep the scene and run stores"
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="time each tilesky command this many times, keep the best",
+    )
     args = parser.parse_args(argv)
     if args.size < 64:
         parser.error(f"--size must be >= 64, got {args.size}")
@@ -244,15 +264,40 @@ def main(argv=None) -> int:
 
         port = run_port(scene, truth)
         results = [port]
+        # Untimed: compiles (or loads) the numba kernels' on-disk cache.
+        warm = workdir / "warm.zarr"
+        subprocess.run(
+            [tilesky_executable(), "run", str(scene_path), str(warm), "--overwrite"],
+            capture_output=True,
+            check=False,
+        )
         for label, extra, name in (
-            ("tilesky run (default config), cluster+store", [], "run_default.zarr"),
             (
-                "tilesky run --preset notebook, cluster+store",
-                ["--preset", "notebook"],
+                "tilesky run (default), with report",
+                [],
+                "run_default.zarr",
+            ),
+            (
+                "tilesky run --no-report (default)",
+                ["--no-report"],
+                "run_default_noreport.zarr",
+            ),
+            (
+                "tilesky run --preset notebook --no-report",
+                ["--preset", "notebook", "--no-report"],
                 "run_notebook.zarr",
             ),
         ):
-            results.append(run_cli(label, scene_path, workdir / name, extra, truth))
+            results.append(
+                run_cli(
+                    label,
+                    scene_path,
+                    workdir / name,
+                    extra,
+                    truth,
+                    repeat=args.repeat,
+                )
+            )
         results.append(run_in_process(scene, truth))
     finally:
         if not args.keep and args.workdir is None:
