@@ -5,6 +5,7 @@ import json
 import math
 import random
 
+import numba
 import numpy as np
 import pytest
 
@@ -13,14 +14,21 @@ import dask  # noqa: E402
 from scipy import stats  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
-from tilesky.kernels._noise import moment_state  # noqa: E402
+from tilesky import metrics  # noqa: E402
+from tilesky.kernels._noise import moment_state, split_digits  # noqa: E402
 from tilesky.metrics import (  # noqa: E402
     MetricsState,
     _block_state,
     _exact_float,
     _exact_values,
+    _grouped_moment_states,
     _metrics_graph,
     _moment_state,
+    _nb_column_float,
+    _nb_digit_range,
+    _nb_digits,
+    _nb_limb_range,
+    _nb_to_float,
     _read_catalogue,
     _Spec,
     _summarize,
@@ -504,3 +512,219 @@ def test_without_truth_sources_use_background(small):
     assert m["sources"]["n_random"] == 10
     assert m["sources"]["groups"]["masked"]["n"] == 0
     np.testing.assert_array_equal(pts["sources"]["value"], pts["sources"]["background"])
+
+
+# ------------------------------------------- one-pass kernels vs the former path
+
+_FORMER = ("_scale_state", "_bias_state", "_source_state")
+
+
+def _variant(d, name):
+    """The small scene in another form: missing inputs, float32, extremes."""
+    d = dict(d)
+    if name == "float32":
+        for k in ("scene", "background", "truth", "sky"):
+            d[k] = d[k].astype(np.float32)
+    elif name == "no_truth":
+        d["truth"] = d["sky"] = None
+    elif name == "no_sky_no_mask":
+        d["sky"], d["mask"] = None, None
+    elif name == "no_catalogue":
+        d["catalogue"] = None
+    elif name == "extreme":
+        # Digits over many positions (the general float path), signs,
+        # subnormals, zeros and infinities.
+        rng = np.random.default_rng(5)
+        d["scene"] = d["scene"] * 10.0 ** rng.integers(-30, 30, SHAPE)
+        d["scene"][3, 3], d["scene"][4, 4], d["scene"][5, 5] = 5e-320, -1e300, 0.0
+        d["scene"][6, 6] = -np.inf
+        d["sky"] = d["sky"] * 10.0 ** rng.integers(-12, 12, SHAPE)
+    return d
+
+
+def _metrics_json(d, chunks, **kw):
+    arrays = {k: v for k, v in d.items() if k != "catalogue"}
+    if chunks is not None:
+        arrays = {
+            k: None if v is None else da.from_array(v, chunks=chunks)
+            for k, v in arrays.items()
+        }
+    m, pts = compute_metrics(
+        arrays["scene"],
+        arrays["background"],
+        arrays["mask"],
+        truth=arrays["truth"],
+        sky=arrays["sky"],
+        catalogue=d["catalogue"],
+        return_points=True,
+        **{"edge": EDGE, "bias_box_size": BOX, **kw},
+    )
+    # JSON text: tells -0.0 from 0.0, which == on floats does not.
+    return json.dumps(m, sort_keys=True, allow_nan=False), pts
+
+
+def _former(monkeypatch):
+    for name in _FORMER:
+        monkeypatch.setattr(metrics, name, getattr(metrics, name + "_reference"))
+
+
+@pytest.mark.parametrize(
+    ("variant", "chunks", "options"),
+    [
+        ("full", None, {}),
+        ("full", (17, 23), {}),
+        ("full", ((50, 0, 47), (29, 1, 101)), {}),
+        # Chunk (0, 0) is the all-NaN corner of the background.
+        ("full", ((4, 93), (9, 122)), {"bias_box_size": 3}),
+        ("float32", 40, {}),
+        ("no_truth", None, {"widths": [1, 2, 5, 3, 5, 40, 200]}),
+        ("no_sky_no_mask", (30, 64), {"widths": [4, 9, 2], "noise_sigma": 0.1}),
+        ("no_catalogue", None, {"widths": [], "bias_box_size": 7, "edge": 0}),
+        ("extreme", None, {"widths": [1, 3, 4, 8]}),
+        ("extreme", (13, 27), {"widths": [1, 3, 4, 8]}),
+    ],
+)
+def test_one_pass_equals_former_path(small, monkeypatch, variant, chunks, options):
+    d = _variant(small, variant)
+    got, pts = _metrics_json(d, chunks, **options)
+    whole, _ = _metrics_json(d, None, **options)
+    assert got == whole
+    with monkeypatch.context() as mp:
+        _former(mp)
+        ref, ref_pts = _metrics_json(d, chunks, **options)
+    assert got == ref
+    if ref_pts is not None:
+        for group in ("sources", "random"):
+            for key, arr in ref_pts[group].items():
+                np.testing.assert_array_equal(pts[group][key], arr)
+
+
+def test_one_pass_states_equal_former_states(small, monkeypatch):
+    """Merged states, integer for integer, with boxes and blocks cut by chunks."""
+    spec = _Spec(SHAPE, (1, 3, 4, 7, 16, 29), EDGE, BOX, True, True, True)
+    cat = _read_catalogue(small["catalogue"], SHAPE, None, 0)
+    cuts = ([0, 29, 30, 61, 97], [0, 44, 45, 100, 131])
+    new = _fold(_chunk_states(small, spec, cat, *cuts))
+    with monkeypatch.context() as mp:
+        _former(mp)
+        old = _fold(_chunk_states(small, spec, cat, *cuts))
+    _assert_settled(new)
+    for field in ("all", "interior", "max_all", "min_all", "max_interior"):
+        assert getattr(new.truth, field) == getattr(old.truth, field)
+    assert new.truth.min_interior == old.truth.min_interior
+    for field in ("pixels", "resid", "perfect"):
+        assert getattr(new.scale, field) == getattr(old.scale, field)
+    assert (new.bias.masked, new.bias.unmasked) == (old.bias.masked, old.bias.unmasked)
+    for name in ("keys", "n_masked", "n_unmasked", "mean_masked", "mean_unmasked"):
+        np.testing.assert_array_equal(getattr(new.bias, name), getattr(old.bias, name))
+    for name in ("keys", "resid", "bkg", "centre_masked", "n_masked_box"):
+        np.testing.assert_array_equal(
+            getattr(new.sources, name), getattr(old.sources, name)
+        )
+
+
+def _assert_settled(state):
+    assert not any(t.keys.size for t in state.scale.pending)
+    assert state.bias.pending.keys.size == 0 and state.sources.pending.keys.size == 0
+
+
+def test_boxes_spanning_three_chunks(small, result):
+    """Chunks 1 px wide: a 3x3 box then lies in three chunks on that axis."""
+    # Source 0 is centred on pixel (30, 30).
+    chunks = ((29, 1, 67), (29, 1, 1, 100))
+    lazy = {
+        k: da.from_array(v, chunks=chunks) for k, v in small.items() if k != "catalogue"
+    }
+    lazy["catalogue"] = small["catalogue"]
+    assert _run(lazy) == result[0]
+
+
+@numba.njit
+def _split_digits_all(values):
+    out = np.empty((4, values.size), np.int64)
+    for i in range(values.size):
+        out[0, i], out[1, i], out[2, i], out[3, i] = split_digits(values[i])
+    return out
+
+
+def _special_floats():
+    tiny = np.finfo(np.float64).tiny
+    big = np.finfo(np.float64).max
+    below_tiny = tiny * (1 - 2**-52)
+    odd = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, tiny, -tiny]
+    return np.array([*odd, below_tiny, big, -big, 1.0, -1.0, 2.0**-26, 1.5, -0.1])
+
+
+def test_bit_split_equals_split_digits():
+    rng = np.random.default_rng(6)
+    bits = rng.integers(-(2**63), 2**63 - 1, 200_000, dtype=np.int64)
+    values = np.concatenate([bits.view(np.float64), _special_floats()])
+    q, d = _nb_digits(values)
+    np.testing.assert_array_equal(np.vstack([q, d]), _split_digits_all(values))
+
+
+@numba.njit
+def _column_floats(limbs, q0s):
+    """The general path, column by column: the reference of the shortcut."""
+    k, n = limbs.shape
+    out = np.empty(n)
+    for c in range(n):
+        buf = np.zeros(k + 6, np.int64)
+        buf[3 : 3 + k] = limbs[:, c]
+        out[c] = _nb_column_float(buf, k, q0s[c])
+    return out
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4, 5])
+def test_register_float_equals_general_path(k):
+    rng = np.random.default_rng(k)
+    n = 20_000
+    # Digit sums of every size, up to past the shortcut's limits (2**36 on
+    # the top digit, 2**60 below), of both signs, some columns mostly zero.
+    mag = rng.integers(1, 63, size=(k, n))
+    limbs = (rng.random((k, n)) * 2.0**mag).astype(np.int64)
+    limbs *= rng.choice([-1, 1], size=(k, n))
+    limbs[:, ::5] = 0
+    if k:
+        limbs[-1, 1::5] = 0
+        limbs[0, 2::5] = 1
+        edge = limbs[:, 3::5]
+        limbs[:, 3::5] = (1 << 60) - rng.integers(0, 2, size=edge.shape)
+    # Positions from subnormal sums (0, 1) to overflowing ones (81).
+    q0s = rng.integers(0, 82, n)
+    q0s[::7] = 0
+    got = np.empty(n)
+    for q0 in np.unique(q0s):
+        got[q0s == q0] = _nb_to_float(np.ascontiguousarray(limbs[:, q0s == q0]), q0)
+    want = _column_floats(limbs, q0s)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_grouped_moments_equal_moment_state():
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=5000) * 10.0 ** rng.integers(-200, 200, 5000)
+    odd = np.concatenate([_special_floats(), [1e300, -1e200, 1e-170, 3e-310]])
+    v[: odd.size] = odd  # squares that overflow, underflow or are subnormal
+    group = rng.integers(0, 5, v.size)
+    states = _grouped_moment_states(v, group, 6)
+    for g in range(6):
+        assert states[g] == moment_state(v[group == g])
+
+
+def test_digit_range_equals_scan():
+    rng = np.random.default_rng(8)
+    cases = [
+        rng.normal(size=(40, 50)) * 10.0 ** rng.integers(-300, 300, (40, 50)),
+        np.full((3, 4), np.nan),
+        np.zeros((2, 2)),
+        _special_floats().reshape(1, -1),
+        np.array([[5e-324, -np.inf, 0.0]]),
+    ]
+    for v in cases:
+        got = _nb_digit_range(v)
+        want = _nb_limb_range(v, np.zeros((1, 1), bool), 0)
+        if want[1] < 0:
+            assert got[1] < 0
+        else:
+            assert got == want

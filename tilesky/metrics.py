@@ -14,10 +14,19 @@ added as integers (:class:`ExactSums`), so a block that straddles chunks gets
 the same sum from its pieces as from one piece. Per-block means are then a
 deterministic function of the exact sum, and sums over blocks or pixels go
 through the exact :class:`~tilesky.kernels._noise.MomentState`.
+
+Each chunk is read by a few compiled passes: the block sums of every width
+come from one streamed pass that splits each pixel once and keeps a ring of
+integral-image rows (one plane per digit position); blocks lying wholly in
+the chunk become means and moment digits at once, and only blocks cut by
+chunk borders travel in the state. The former per-position integral images
+are kept as ``_*_state_reference`` for the tests and the benchmark.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -27,6 +36,9 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from tilesky.kernels._noise import (
     LIMB,
@@ -53,14 +65,68 @@ __all__ = [
 log = logging.getLogger("tilesky")
 
 _LIMB = LIMB
+_LIMB_MASK = (1 << LIMB) - 1
 _OFFSET = OFFSET
 _FANIN = 8
+# Digit sums below these keep _nb_sum_float's two int64 words from overflow.
+_FIT = 1 << 60
+_FIT_TOP = 1 << 36
+_BASE = float(1 << LIMB)
+# 2**e for every e with 2**e a float64 (subnormal ones included).
+_POW2 = np.ldexp(1.0, np.arange(-1074, 1024))
 _N_POS = N_POS
 
 
 # --------------------------------------------------------------------------
 # Exact keyed sums
 # --------------------------------------------------------------------------
+
+
+@intrinsic
+def _f64_bits(typingctx, x):
+    """The IEEE bit pattern of a float64, as int64."""
+    if isinstance(x, types.Float) and x.bitwidth == 64:
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(64))
+
+        return types.int64(x), codegen
+    return None
+
+
+@intrinsic
+def _f64_from_bits(typingctx, x):
+    """The float64 with bit pattern ``x`` (int64)."""
+    if isinstance(x, types.Integer) and x.bitwidth == 64:
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.DoubleType())
+
+        return types.float64(x), codegen
+    return None
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _split(v):
+    """:func:`split_digits` of ``v``, read off the bits for normal numbers.
+
+    Same digits: ``frexp`` gives the significand with its implicit bit and the
+    exponent ``field - 1022``; zero, subnormal and non-finite values go to
+    :func:`split_digits` itself.
+    """
+    b = _f64_bits(v)
+    field = (b >> 52) & 0x7FF
+    if field == 0 or field == 0x7FF:
+        return split_digits(v)
+    m = (b & 0xFFFFFFFFFFFFF) | (np.int64(1) << 52)
+    if b < 0:
+        m = -m
+    pos = field - 1022 + (_OFFSET - 53)
+    q = pos // _LIMB
+    scale = np.int64(1) << (pos - q * _LIMB)
+    lo = (m & _LIMB_MASK) * scale
+    hi = (m >> _LIMB) * scale
+    return q, lo & _LIMB_MASK, (lo >> _LIMB) + (hi & _LIMB_MASK), hi >> _LIMB
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,8 +202,98 @@ def _nb_digits(values):
     q = np.empty(values.size, np.int64)
     d = np.empty((3, values.size), np.int64)
     for i in range(values.size):
-        q[i], d[0, i], d[1, i], d[2, i] = split_digits(values[i])
+        q[i], d[0, i], d[1, i], d[2, i] = _split(values[i])
     return q, d
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_column_float(buf, k, q0):
+    """The float of the exact sum whose digits at positions ``q0 ..`` are in
+    ``buf[3 : 3 + k]`` (``buf[: k + 6]`` otherwise zero; it is overwritten)."""
+    # Three spare digits each side: room for carries, four digits to read.
+    sign = 1.0
+    for rnd in range(2):
+        for r in range(k + 5):
+            carry = buf[r] >> _LIMB
+            buf[r] -= carry * (1 << _LIMB)
+            buf[r + 1] += carry
+        if rnd == 0 and buf[k + 5] < 0:
+            sign = -1.0
+            for r in range(k + 6):
+                buf[r] = -buf[r]
+        elif rnd == 0:
+            break
+    # Digits are now the unique base-2**26 expansion of |sum| at global
+    # positions: the float built from the leading four is the same for any
+    # split of the sum, and for any q0 and k that hold it.
+    top = k + 5
+    while top > 3 and buf[top] == 0:
+        top -= 1
+    f = 0.0
+    for d in range(4):
+        f = f * float(1 << _LIMB) + buf[top - d]
+    return sign * math.ldexp(f, _LIMB * (q0 + top - 6) - _OFFSET)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_float4(s0, s1, s2, s3, q0):
+    """``(fits, value)``: :func:`_nb_column_float` of the digit sums
+    ``s0 .. s3`` at positions ``q0 ..``, computed in registers.
+
+    The sum ``S`` is held exactly as ``H * 2**52 + L`` (``0 <= L < 2**52``)
+    in two int64, ``|S|`` is cut into its base-B digits ``e0 .. e4``, and the
+    leading four are read as the general path reads them: the same float
+    for the same sum. ``fits`` is False when the digit sums are too large
+    for the two words.
+    """
+    if abs(s0) >= _FIT or abs(s1) >= _FIT or abs(s2) >= _FIT or abs(s3) >= _FIT_TOP:
+        return False, 0.0
+    lo = s0 + ((s1 & _LIMB_MASK) << _LIMB)
+    hi = (s1 >> _LIMB) + s2 + (s3 << _LIMB) + (lo >> (2 * _LIMB))
+    lo &= (1 << (2 * _LIMB)) - 1
+    sign = 1.0
+    if hi < 0:
+        sign = -1.0
+        if lo:
+            hi, lo = -hi - 1, (1 << (2 * _LIMB)) - lo
+        else:
+            hi = -hi
+    e0, e1 = lo & _LIMB_MASK, lo >> _LIMB
+    e2, e3, e4 = hi & _LIMB_MASK, (hi >> _LIMB) & _LIMB_MASK, hi >> (2 * _LIMB)
+    # The leading digit and the three below it (zeros below position 0).
+    if e4:
+        t, a, b, c, d = 4, e4, e3, e2, e1
+    elif e3:
+        t, a, b, c, d = 3, e3, e2, e1, e0
+    elif e2:
+        t, a, b, c, d = 2, e2, e1, e0, 0
+    elif e1:
+        t, a, b, c, d = 1, e1, e0, 0, 0
+    else:
+        t, a, b, c, d = 0, e0, 0, 0, 0
+    f = ((float(a) * _BASE + b) * _BASE + c) * _BASE + d
+    e = _LIMB * (q0 + t - 3) - _OFFSET
+    # A product with an exact power of two rounds once, as ldexp does.
+    if -1074 <= e <= 1023:
+        return True, sign * (f * _POW2[e + 1074])
+    return True, sign * math.ldexp(f, e)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_sum_float(buf, k, q0):
+    """:func:`_nb_column_float` of ``buf[3 : 3 + k]``, in registers when it
+    can (:func:`_nb_float4`)."""
+    if k <= 4:
+        fits, value = _nb_float4(
+            buf[3] if k > 0 else 0,
+            buf[4] if k > 1 else 0,
+            buf[5] if k > 2 else 0,
+            buf[6] if k > 3 else 0,
+            q0,
+        )
+        if fits:
+            return value
+    return _nb_column_float(buf, k, q0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -146,31 +302,76 @@ def _nb_to_float(limbs, q0):
     out = np.empty(n)
     buf = np.zeros(k + 6, np.int64)
     for c in range(n):
-        # Three spare digits each side: room for carries, four digits to read.
         buf[:] = 0
         buf[3 : 3 + k] = limbs[:, c]
-        sign = 1.0
-        for rnd in range(2):
-            for r in range(k + 5):
-                carry = buf[r] >> _LIMB
-                buf[r] -= carry * (1 << _LIMB)
-                buf[r + 1] += carry
-            if rnd == 0 and buf[k + 5] < 0:
-                sign = -1.0
-                buf[:] = -buf
-            elif rnd == 0:
-                break
-        # Digits are now the unique base-2**26 expansion of |sum| at global
-        # positions: the float built from the leading four is the same for
-        # any split of the sum.
-        top = k + 5
-        while top > 3 and buf[top] == 0:
-            top -= 1
-        f = 0.0
-        for d in range(4):
-            f = f * float(1 << _LIMB) + buf[top - d]
-        out[c] = sign * math.ldexp(f, _LIMB * (q0 + top - 6) - _OFFSET)
+        out[c] = _nb_sum_float(buf, k, q0)
     return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_add_digits(acc, i, j, v, q0=0):
+    """Add the digits of ``v`` to ``acc[i, j]``, whose entry ``k`` is digit
+    position ``q0 + k`` (indexed, not sliced: a view per value would cost
+    more than the sum)."""
+    q, d0, d1, d2 = _split(v)
+    if q >= 0:
+        q -= q0
+        acc[i, j, q] += d0
+        acc[i, j, q + 1] += d1
+        acc[i, j, q + 2] += d2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_add_moment(count, acc, g, v):
+    """Count finite ``v`` in group ``g``; add the digits of ``v`` and of the
+    float64 ``v * v`` (as :func:`moment_state` sums them)."""
+    if math.isfinite(v):
+        count[g] += 1
+        _nb_add_digits(acc, g, 0, v)
+        _nb_add_digits(acc, g, 1, v * v)
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_grouped_moments(values, group, n_groups):
+    count = np.zeros(n_groups, np.int64)
+    acc = np.zeros((n_groups, 2, _N_POS), np.int64)
+    for i in range(values.size):
+        _nb_add_moment(count, acc, group[i], values[i])
+    return count, acc
+
+
+@functools.cache
+def _unit_shift() -> int:
+    # MomentState's integer unit, read off moment_state's own result.
+    return moment_state(np.ones(1)).sum.bit_length() - 1
+
+
+def _digits_to_int(row: list[int]) -> int:
+    """Digit totals at positions 0.. as an integer in MomentState units."""
+    total = sum(a << (_LIMB * k) for k, a in enumerate(row) if a)
+    shift = _unit_shift() - _OFFSET
+    return total << shift if shift >= 0 else total >> -shift
+
+
+def _states_of_digits(count: np.ndarray, acc: np.ndarray) -> list[MomentState]:
+    """One :class:`MomentState` per group from :func:`_nb_grouped_moments`'
+    counts and digit totals (``acc[g, 0]``: values, ``acc[g, 1]``: squares)."""
+    rows = acc.tolist()
+    return [
+        MomentState(int(n), _digits_to_int(r[0]), _digits_to_int(r[1]))
+        for n, r in zip(count.tolist(), rows, strict=True)
+    ]
+
+
+def _grouped_moment_states(values, group, n_groups: int) -> list[MomentState]:
+    """Exact moment states of the finite ``values`` per ``group`` in one pass;
+    group ``g`` equals ``moment_state(values[group == g])`` integer for integer."""
+    count, acc = _nb_grouped_moments(
+        np.ascontiguousarray(values, dtype=np.float64),
+        np.ascontiguousarray(group, dtype=np.int64),
+        n_groups,
+    )
+    return _states_of_digits(count, acc)
 
 
 def _moment_state(values, *, keep=None, drop=None) -> MomentState:
@@ -214,7 +415,9 @@ def _exact_rects(
     """Exact sums of ``values`` over rectangles ``(ra, rb, ca, cb)`` (local, half-open).
 
     Only pixels where ``keep`` (or not ``drop``) count. One integral image per
-    digit position: a rectangle costs four look-ups whatever its size.
+    digit position: a rectangle costs four look-ups whatever its size. The
+    former path of the block sums, kept as the reference of the one-pass
+    kernels (``_*_state_reference``).
     """
     v = np.ascontiguousarray(values, dtype=np.float64)
     if keep is not None:
@@ -234,6 +437,172 @@ def _exact_rects(
         for limbs, rect in zip(out, rects, strict=True):
             _nb_rects(integral, *rect, limbs[j - qmin])
     return [ExactSums(qmin, limbs) for limbs in out]
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_digit_range(values):
+    """Lowest and highest digit position ``q`` of the finite non-zero values
+    (``(1 << 30, -1)`` when there are none)."""
+    # For finite |v| the bit pattern grows with the value: compare integers,
+    # branch-free, so the loop vectorises.
+    inf_bits = np.int64(0x7FF0000000000000)
+    lo, hi = inf_bits, np.int64(0)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = np.float64(values[i, j])
+            a = _f64_bits(v) & np.int64(0x7FFFFFFFFFFFFFFF)
+            finite = a < inf_bits
+            lo = min(lo, a if finite and a != 0 else inf_bits)
+            hi = max(hi, a if finite else 0)
+    if hi == 0:
+        return 1 << 30, -1
+    # q grows with |v| (it is frexp's exponent, cut in LIMB-bit steps).
+    return _split(_f64_from_bits(lo))[0], _split(_f64_from_bits(hi))[0]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_corner(cur, top, a, b, base, k, p):
+    """Plane ``base + p`` of the rectangle between integral rows ``top`` and
+    ``cur`` and columns ``a, b``; 0 for ``p >= k``."""
+    if p >= k:
+        return 0
+    p += base
+    return cur[b, p] - cur[a, p] - top[b, p] + top[a, p]
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_scale_pass(
+    resid, perfect, has_perfect, mask, q0, n_pos, grid, ra, rb, rwhole, ca, cb, cwhole
+):
+    """Block sums of ``resid`` and ``perfect`` for every width in one pass.
+
+    Rows are streamed once: each pixel's digits are split once, and a ring of
+    the last integral-image rows (one plane per digit position of each field,
+    plus the bad-pixel count) serves every rectangle ending on that row.
+    ``grid[g]`` is ``(width, r_lo, r_hi, c_lo, c_hi)``: the ranges of the row
+    blocks ``ra, rb, rwhole`` and column blocks ``ca, cb, cwhole`` of width
+    ``g``. A block lying wholly in this chunk is finished here: without bad
+    pixels its mean goes into the per-width moment digits (``count``,
+    ``acc``; group ``g * n_field + field``), else it is dropped. The other
+    blocks are returned as digit columns in the order their last row is
+    read: ``pend`` (digit planes), ``pend_counts`` (pixels, bad pixels),
+    ``pend_rc`` (row-block and column-block index).
+    """
+    h, w = resid.shape
+    n_field = 2 if has_perfect else 1
+    n_r = n_pos[0]
+    n_pl = n_r + (n_pos[1] if has_perfect else 0) + 1
+    n_g = grid.shape[0]
+    depth, n_pend = 1, 0
+    for g in range(n_g):
+        n_whole_r, n_whole_c = 0, 0
+        for i in range(grid[g, 1], grid[g, 2]):
+            depth = max(depth, rb[i] - ra[i] + 1)
+            n_whole_r += rwhole[i]
+        for c in range(grid[g, 3], grid[g, 4]):
+            n_whole_c += cwhole[c]
+        n_rows, n_cols = grid[g, 2] - grid[g, 1], grid[g, 4] - grid[g, 3]
+        n_pend += n_rows * n_cols - n_whole_r * n_whole_c
+    count = np.zeros((n_g * n_field,), np.int64)
+    acc = np.zeros((n_g * n_field, 2, _N_POS), np.int64)
+    pend = np.zeros((n_pl - 1, n_pend), np.int64)
+    pend_counts = np.zeros((2, n_pend), np.int64)
+    pend_rc = np.zeros((2, n_pend), np.int64)
+    # Integral rows y + 1 - depth .. y + 1 live at ring[(y + 1) % depth]; the
+    # planes of one pixel are adjacent, so a corner is one or two cache lines.
+    ring = np.zeros((depth, w + 1, n_pl), np.int64)
+    run = np.zeros(n_pl, np.int64)
+    buf = np.zeros(max(n_pos[0], n_pos[1]) + 6, np.int64)
+    nxt = grid[:, 1].copy()
+    slot = 0
+    for y in range(h):
+        prev, cur = ring[y % depth], ring[(y + 1) % depth]
+        run[:] = 0
+        for x in range(w):
+            v = resid[y, x]
+            bad = mask[y, x] or not math.isfinite(v)
+            q, d0, d1, d2 = _split(v)
+            if q >= 0:
+                k = q - q0[0]
+                run[k] += d0
+                run[k + 1] += d1
+                run[k + 2] += d2
+            if has_perfect:
+                v = perfect[y, x]
+                bad = bad or not math.isfinite(v)
+                q, d0, d1, d2 = _split(v)
+                if q >= 0:
+                    k = n_r + q - q0[1]
+                    run[k] += d0
+                    run[k + 1] += d1
+                    run[k + 2] += d2
+            run[n_pl - 1] += bad
+            for p in range(n_pl):
+                cur[x + 1, p] = prev[x + 1, p] + run[p]
+        for g in range(n_g):
+            i = nxt[g]
+            if i == grid[g, 2] or rb[i] != y + 1:
+                continue
+            nxt[g] = i + 1
+            top = ring[ra[i] % depth]
+            area = grid[g, 0] * grid[g, 0]
+            for c in range(grid[g, 3], grid[g, 4]):
+                a, b = ca[c], cb[c]
+                n_bad = _nb_corner(cur, top, a, b, 0, n_pl, n_pl - 1)
+                if rwhole[i] and cwhole[c]:
+                    if n_bad:
+                        continue
+                    base = 0
+                    for f in range(n_field):
+                        k = n_pos[f]
+                        fits, total = False, 0.0
+                        if k <= 4:
+                            fits, total = _nb_float4(
+                                _nb_corner(cur, top, a, b, base, k, 0),
+                                _nb_corner(cur, top, a, b, base, k, 1),
+                                _nb_corner(cur, top, a, b, base, k, 2),
+                                _nb_corner(cur, top, a, b, base, k, 3),
+                                q0[f],
+                            )
+                        if not fits:
+                            buf[:] = 0
+                            for p in range(k):
+                                buf[3 + p] = _nb_corner(cur, top, a, b, base, k, p)
+                            total = _nb_column_float(buf, k, q0[f])
+                        _nb_add_moment(count, acc, g * n_field + f, total / area)
+                        base += k
+                else:
+                    for p in range(n_pl - 1):
+                        pend[p, slot] = _nb_corner(cur, top, a, b, 0, n_pl, p)
+                    pend_counts[0, slot] = (rb[i] - ra[i]) * (b - a)
+                    pend_counts[1, slot] = n_bad
+                    pend_rc[0, slot] = i
+                    pend_rc[1, slot] = c
+                    slot += 1
+    return count, acc, pend, pend_counts, pend_rc
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_bias_pass(bkg, mask, block_row, block_col, n_block_rows, n_block_cols):
+    """Per block: digit totals and counts of the finite background under
+    masked (field 0) and unmasked (field 1) pixels; digits from position
+    ``q0`` (also returned) on."""
+    n_blocks = n_block_rows * n_block_cols
+    q0, q_top = _nb_digit_range(bkg)
+    n_pos = max(q_top + 3 - q0, 0)
+    acc = np.zeros((n_blocks, 2, n_pos), np.int64)
+    counts = np.zeros((n_blocks, 2), np.int64)
+    for y in range(bkg.shape[0]):
+        first = block_row[y] * n_block_cols
+        for x in range(bkg.shape[1]):
+            v = np.float64(bkg[y, x])
+            if not math.isfinite(v):
+                continue
+            b = first + block_col[x]
+            f = 0 if mask[y, x] else 1
+            counts[b, f] += 1
+            _nb_add_digits(acc, b, f, v, q0)
+    return q0, acc, counts
 
 
 def _exact_concat(parts: list[ExactSums]) -> ExactSums:
@@ -416,25 +785,31 @@ class ScaleState:
 
     def settle(self) -> ScaleState:
         """Fold the blocks that are now complete into the moments."""
-        resid, perfect, pending = list(self.resid), self.perfect, list(self.pending)
-        perfect = None if perfect is None else list(perfect)
+        pending, done, group = list(self.pending), [], []
         for k, w in enumerate(self.widths):
             table = pending[k]
-            done = table.counts[0] == w * w
-            if not done.any():
+            finished = table.counts[0] == w * w
+            if not finished.any():
                 continue
-            fin = table.take(done)
-            good = fin.counts[1] == 0
-            means = _exact_float(fin.sums[0])[good] / (w * w)
-            resid[k] = resid[k] + _moment_state(means)
-            if perfect is not None:
-                pm = _exact_float(fin.sums[1])[good] / (w * w)
-                perfect[k] = perfect[k] + _moment_state(pm)
-            pending[k] = table.take(~done)
+            fin = table.take(finished)
+            done.append(fin.take(fin.counts[1] == 0))
+            group.append(np.full(done[-1].keys.size, k, dtype=np.int64))
+            pending[k] = table.take(~finished)
+        if not done:
+            return self
+        # All widths at once: one float conversion and one moment pass a field.
+        group = np.concatenate(group)
+        area = np.array([w * w for w in self.widths], dtype=np.float64)[group]
+        fields = []
+        for f in range(len(done[0].sums)):
+            means = _exact_float(_exact_concat([t.sums[f] for t in done])) / area
+            states = _grouped_moment_states(means, group, len(self.widths))
+            old = self.resid if f == 0 else self.perfect
+            fields.append(tuple(a + b for a, b in zip(old, states, strict=True)))
         return replace(
             self,
-            resid=tuple(resid),
-            perfect=None if perfect is None else tuple(perfect),
+            resid=fields[0],
+            perfect=fields[1] if self.perfect is not None else None,
             pending=tuple(pending),
         )
 
@@ -628,12 +1003,53 @@ def _truth_state(diff, origin, shape, edge) -> TruthState:
         v = v[np.isfinite(v)]
         return (float(v.max()), float(v.min())) if v.size else (-math.inf, math.inf)
 
-    mx, mn = extremes(diff)
-    mxi, mni = extremes(inner)
-    return TruthState(_moment_state(diff), _moment_state(inner), mx, mn, mxi, mni)
+    found = _nb_extremes(
+        diff,
+        max(edge - y0, 0),
+        min(ny - edge - y0, h),
+        max(edge - x0, 0),
+        min(nx - edge - x0, w),
+    )
+    mx, mn, mxi, mni = (float(v) for v in found)
+    # A zero extreme may be +0.0 or -0.0 by the order of comparison: numpy's.
+    if mx == 0.0 or mn == 0.0:
+        mx, mn = extremes(diff)
+    if mxi == 0.0 or mni == 0.0:
+        mxi, mni = extremes(inner)
+    # The whole image is the interior plus four edge strips: exact states
+    # add up, and the strips are small.
+    ya, yb = max(edge - y0, 0), max(min(ny - edge - y0, h), 0)
+    xa, xb = max(edge - x0, 0), max(min(nx - edge - x0, w), 0)
+    inside = _moment_state(inner)
+    if 2 * inner.size >= diff.size:
+        strips = (diff[:ya], diff[yb:], diff[ya:yb, :xa], diff[ya:yb, xb:])
+        whole = sum((_moment_state(v) for v in strips if v.size), inside)
+    else:
+        whole = _moment_state(diff)
+    return TruthState(whole, inside, mx, mn, mxi, mni)
 
 
-def _scale_state(resid, perfect, mask, origin, spec: _Spec) -> ScaleState:
+@numba.njit(cache=True, nogil=True)
+def _nb_extremes(values, ya, yb, xa, xb):
+    """Max and min of the finite values, everywhere and in rows ``[ya, yb)``
+    by columns ``[xa, xb)``; ``-inf, inf`` when there are none."""
+    mx, mn, mxi, mni = -math.inf, math.inf, -math.inf, math.inf
+    for i in range(values.shape[0]):
+        row_in = ya <= i < yb
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if not math.isfinite(v):
+                continue
+            mx, mn = max(mx, v), min(mn, v)
+            if row_in and xa <= j < xb:
+                mxi, mni = max(mxi, v), min(mni, v)
+    return mx, mn, mxi, mni
+
+
+def _scale_state_reference(resid, perfect, mask, origin, spec: _Spec) -> ScaleState:
+    """:func:`_scale_state` through one integral image per digit position
+    (:func:`_exact_rects`), block by block: the former path, kept for the
+    tests and the benchmark."""
     (y0, x0), (ny, nx) = origin, spec.shape
     h, w = resid.shape
     bad = mask | ~np.isfinite(resid)
@@ -670,7 +1086,8 @@ def _scale_state(resid, perfect, mask, origin, spec: _Spec) -> ScaleState:
     ).settle()
 
 
-def _bias_state(bkg, mask, origin, spec: _Spec) -> BiasState:
+def _bias_state_reference(bkg, mask, origin, spec: _Spec) -> BiasState:
+    """:func:`_bias_state` through :func:`_exact_rects`: the former path."""
     (y0, x0), (ny, nx), b = origin, spec.shape, spec.bias_box_size
     h, w = bkg.shape
     covered = np.isfinite(bkg)
@@ -704,7 +1121,142 @@ def _bias_state(bkg, mask, origin, spec: _Spec) -> BiasState:
     ).settle()
 
 
-def _source_state(diff, bkg, mask, origin, spec: _Spec, src) -> SourceState:
+def _digits(sums_rows: np.ndarray, q0: int, n_pos: int) -> ExactSums:
+    """Digit rows from position ``q0`` on as :class:`ExactSums` (none: zeros)."""
+    return ExactSums(q0, sums_rows) if n_pos else _zero_sums(sums_rows.shape[1])
+
+
+# Empty block lists (indices, edges, whole): no widths still types the kernel.
+_NONE = (np.zeros(0, np.int64),) * 3 + (np.zeros(0, bool),)
+
+
+def _joined(parts: list[tuple]) -> tuple[np.ndarray, ...]:
+    """:func:`_axis_blocks` lists of all widths, end to end."""
+    return tuple(
+        np.concatenate([empty, *(p[j] for p in parts)]).astype(empty.dtype)
+        for j, empty in enumerate(_NONE)
+    )
+
+
+def _scale_state(resid, perfect, mask, origin, spec: _Spec) -> ScaleState:
+    """Scale state of one chunk: blocks wholly inside it are finished at once
+    (:func:`_nb_scale_pass`), the others wait in ``pending``."""
+    (y0, x0), (ny, nx) = origin, spec.shape
+    h, w = resid.shape
+    resid = np.ascontiguousarray(resid, dtype=np.float64)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    has_perfect = perfect is not None
+    if has_perfect:
+        perfect = np.ascontiguousarray(perfect, dtype=np.float64)
+    q0, n_pos = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    for f, values in enumerate((resid, perfect) if has_perfect else (resid,)):
+        qmin, qmax = _nb_digit_range(values)
+        if qmax >= 0:
+            q0[f], n_pos[f] = qmin, qmax + 3 - qmin
+    rows = [_axis_blocks(y0, y0 + h, ny, b, border=True) for b in spec.widths]
+    cols = [_axis_blocks(x0, x0 + w, nx, b, border=True) for b in spec.widths]
+    r_end = np.cumsum([0] + [r[0].size for r in rows])
+    c_end = np.cumsum([0] + [c[0].size for c in cols])
+    grid = np.array(
+        [spec.widths, r_end[:-1], r_end[1:], c_end[:-1], c_end[1:]], dtype=np.int64
+    ).T.reshape(-1, 5)
+    iy, ra, rb, cy = _joined(rows)
+    ix, ca, cb, cx = _joined(cols)
+    count, acc, pend, pend_counts, pend_rc = _nb_scale_pass(
+        resid,
+        perfect if has_perfect else np.zeros((1, 1)),
+        has_perfect,
+        mask,
+        q0,
+        n_pos,
+        grid,
+        ra,
+        rb,
+        cy,
+        ca,
+        cb,
+        cx,
+    )
+    n_field = 2 if has_perfect else 1
+    states = _states_of_digits(count, acc)
+    # Pending blocks come out in the order their last row is read: sorted by
+    # width (stably), they are in key order within each width.
+    g_of = np.searchsorted(r_end[1:], pend_rc[0], side="right")
+    order = np.argsort(g_of, kind="stable")
+    pend, pend_counts, pend_rc = (a[:, order] for a in (pend, pend_counts, pend_rc))
+    bounds = np.searchsorted(g_of[order], np.arange(len(spec.widths) + 1))
+    n_r = int(n_pos[0])
+    pending = []
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist())):
+        n_bx = -(-nx // spec.widths[k])
+        keys = iy[pend_rc[0, lo:hi]] * n_bx + ix[pend_rc[1, lo:hi]]
+        sums = [_digits(pend[:n_r, lo:hi], int(q0[0]), n_r)]
+        if has_perfect:
+            sums.append(_digits(pend[n_r:, lo:hi], int(q0[1]), int(n_pos[1])))
+        pending.append(_Table(keys, tuple(sums), pend_counts[:, lo:hi]))
+    return ScaleState(
+        spec.shape,
+        spec.widths,
+        _moment_state(resid, drop=mask),
+        tuple(states[0::n_field]),
+        tuple(states[1::n_field]) if has_perfect else None,
+        tuple(pending),
+    ).settle()
+
+
+def _bias_state(bkg, mask, origin, spec: _Spec) -> BiasState:
+    """Bias state of one chunk: per-block sums in one pass (:func:`_nb_bias_pass`)."""
+    (y0, x0), (ny, nx), b = origin, spec.shape, spec.bias_box_size
+    h, w = bkg.shape
+    iy, ra, rb, _ = _axis_blocks(y0, y0 + h, ny, b, border=False)
+    ix, ca, cb, _ = _axis_blocks(x0, x0 + w, nx, b, border=False)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    native = _native_float(bkg)
+    q0, acc, counts = _nb_bias_pass(
+        native,
+        mask,
+        np.arange(y0, y0 + h, dtype=np.int64) // b - (y0 // b),
+        np.arange(x0, x0 + w, dtype=np.int64) // b - (x0 // b),
+        iy.size,
+        ix.size,
+    )
+    sums = tuple(
+        _digits(np.ascontiguousarray(acc[:, f].T), int(q0), acc.shape[2])
+        for f in range(2)
+    )
+    r, c = np.divmod(np.arange(iy.size * ix.size), ix.size)
+    table = _Table(
+        iy[r] * -(-nx // b) + ix[c],
+        sums,
+        np.stack([(rb - ra)[r] * (cb - ca)[c], counts[:, 0], counts[:, 1]]),
+    )
+    empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+    return BiasState(
+        spec.shape,
+        b,
+        # Non-finite values are left out by moment_state itself.
+        moment_state(native, mask=~mask),
+        moment_state(native, mask=mask),
+        empty_i,
+        empty_i,
+        empty_i,
+        empty_f,
+        empty_f,
+        table,
+    ).settle()
+
+
+def _native_float(values, *, contiguous: bool = True) -> np.ndarray:
+    """``values`` as float32 or float64 (others become float64), C-contiguous
+    unless not asked: the exact sums of float32 values need no float64 copy."""
+    a = np.asarray(values)
+    if a.dtype != np.float32:
+        a = a.astype(np.float64, copy=False)
+    return np.ascontiguousarray(a) if contiguous else a
+
+
+def _source_state_reference(diff, bkg, mask, origin, spec: _Spec, src) -> SourceState:
+    """:func:`_source_state` pixel by pixel through a keyed table: the former path."""
     (y0, x0), (ny, nx) = origin, spec.shape
     h, w = bkg.shape
     keys, yc, xc = src
@@ -746,19 +1298,129 @@ def _source_state(diff, bkg, mask, origin, spec: _Spec, src) -> SourceState:
     ).settle()
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_box(h, w, y, x):
+    """Local row and column ranges of the 3x3 box at ``(y, x)`` in an
+    ``h x w`` chunk."""
+    return max(y - 1, 0), min(y + 2, h), max(x - 1, 0), min(x + 2, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_source_pass(diff, has_diff, bkg, mask, ly, lx, expected, visit):
+    """Counts (``_SRC_*`` rows) and digit sums (one row per box) of the
+    residual and background over the part of each 3x3 box (centred at local
+    ``ly, lx``) in the chunk.
+
+    Boxes are read in the order ``visit`` (by row: neighbouring boxes share
+    cached image rows), their pixels gathered once; the digits are added
+    from the gathered values once their positions' range is known.
+    """
+    h, w = bkg.shape
+    n = ly.size
+    counts = np.zeros((6, n), np.int64)
+    values = np.empty((9 * n, 2))
+    owner = np.empty(9 * n, np.int64)
+    q_lo = np.full(2, 1 << 30, np.int64)
+    q_hi = np.full(2, -1, np.int64)
+    m = 0
+    for i in visit:
+        ya, yb, xa, xb = _nb_box(h, w, ly[i], lx[i])
+        for y in range(ya, yb):
+            for x in range(xa, xb):
+                d = diff[y, x] if has_diff else math.nan
+                b = np.float64(bkg[y, x])
+                counts[_SRC_NPIX, i] += 1
+                if y == ly[i] and x == lx[i]:
+                    counts[_SRC_EXPECT, i] = expected[i]
+                    counts[_SRC_CMASK, i] = mask[y, x]
+                counts[_SRC_NMASK, i] += mask[y, x]
+                counts[_SRC_FRES, i] += math.isfinite(d)
+                counts[_SRC_FBKG, i] += math.isfinite(b)
+                values[m, 0], values[m, 1], owner[m] = d, b, i
+                m += 1
+                for f in range(2):
+                    q = _split(values[m - 1, f])[0]
+                    if q >= 0:
+                        q_lo[f] = min(q_lo[f], q)
+                        q_hi[f] = max(q_hi[f], q)
+    n_pos = max(q_hi[0] + 3 - q_lo[0], 0), max(q_hi[1] + 3 - q_lo[1], 0)
+    limbs_d = np.zeros((n, n_pos[0]), np.int64)
+    limbs_b = np.zeros((n, n_pos[1]), np.int64)
+    for j in range(m):
+        i = owner[j]
+        q, d0, d1, d2 = _split(values[j, 0])
+        if q >= 0:
+            q -= q_lo[0]
+            limbs_d[i, q] += d0
+            limbs_d[i, q + 1] += d1
+            limbs_d[i, q + 2] += d2
+        q, d0, d1, d2 = _split(values[j, 1])
+        if q >= 0:
+            q -= q_lo[1]
+            limbs_b[i, q] += d0
+            limbs_b[i, q + 1] += d1
+            limbs_b[i, q + 2] += d2
+    return counts, q_lo, limbs_d.T, limbs_b.T
+
+
+def _source_state(diff, bkg, mask, origin, spec: _Spec, src) -> SourceState:
+    """Source state of one chunk: the part of each box in it, one pass."""
+    (y0, x0), (ny, nx) = origin, spec.shape
+    keys, yc, xc = src
+    order = np.argsort(keys, kind="stable")
+    keys, yc, xc = keys[order], yc[order], xc[order]
+    box_h = np.minimum(yc + 1, ny - 1) - np.maximum(yc - 1, 0) + 1
+    box_w = np.minimum(xc + 1, nx - 1) - np.maximum(xc - 1, 0) + 1
+    has_diff = diff is not None
+    counts, q0, limbs_d, limbs_b = _nb_source_pass(
+        np.ascontiguousarray(diff, dtype=np.float64) if has_diff else np.zeros((1, 1)),
+        has_diff,
+        _native_float(bkg),
+        np.ascontiguousarray(mask, dtype=bool),
+        (yc - y0).astype(np.int64),
+        (xc - x0).astype(np.int64),
+        (box_h * box_w).astype(np.int64),
+        np.lexsort((xc, yc)),
+    )
+    # Boxes with no pixel here are not part of this chunk's table.
+    seen = counts[_SRC_NPIX] > 0
+    sums = tuple(
+        ExactSums(int(q), limbs[:, seen]) if limbs.shape[0] else _zero_sums(seen.sum())
+        for q, limbs in zip(q0.tolist(), (limbs_d, limbs_b), strict=True)
+    )
+    empty_i = np.zeros(0, dtype=np.int64)
+    return SourceState(
+        spec.shape,
+        empty_i,
+        np.zeros(0),
+        np.zeros(0),
+        np.zeros(0, dtype=bool),
+        empty_i,
+        _Table(keys[seen], sums, counts[:, seen]),
+    ).settle()
+
+
 def _block_state(
     spec: _Spec, origin, scene, background, mask, truth=None, sky=None, src=None
 ) -> MetricsState:
     """The metric state of one block whose pixel (0, 0) is global ``origin``."""
-    bkg = np.asarray(background, dtype=np.float64)
-    scene = np.asarray(scene, dtype=np.float64)
-    mask = np.zeros(bkg.shape, bool) if mask is None else np.asarray(mask, bool)
+    # Compiled passes read C-contiguous float32/float64 arrays: one copy of a
+    # strided chunk here rather than one per pass.
+    bkg = _native_float(background)
+    if mask is None:
+        mask = np.zeros(bkg.shape, bool)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+
+    def minus(a, b):
+        # float64(a) - float64(b) in one pass, without float64 copies.
+        return np.subtract(_native_float(a, contiguous=False), b, dtype=np.float64)
+
     diff = perfect = None
     if truth is not None:
-        t = np.asarray(truth, dtype=np.float64)
-        diff = bkg - t
+        t = _native_float(truth, contiguous=False)
+        diff = minus(bkg, t)
         if sky is not None:
-            perfect = np.asarray(sky, dtype=np.float64) - t
+            perfect = minus(sky, t)
     origin = (int(origin[0]), int(origin[1]))
     tstate = (
         _truth_state(diff, origin, spec.shape, spec.edge) if spec.has_truth else None
@@ -770,7 +1432,7 @@ def _block_state(
         sstate = _source_state(diff, bkg, mask, origin, spec, src)
     return MetricsState(
         tstate,
-        _scale_state(scene - bkg, perfect, mask, origin, spec),
+        _scale_state(minus(scene, bkg), perfect, mask, origin, spec),
         _bias_state(bkg, mask, origin, spec),
         sstate,
     )
@@ -1168,10 +1830,21 @@ def _split_sources(positions, ybounds, xbounds) -> dict[int, np.ndarray]:
     def chunk_of(v, bounds, n):
         return np.clip(np.searchsorted(bounds, v, side="right") - 1, 0, n - 1)
 
-    rows = [chunk_of(yc - 1, ybounds, ncy), chunk_of(yc + 1, ybounds, ncy)]
-    cols = [chunk_of(xc - 1, xbounds, ncx), chunk_of(xc + 1, xbounds, ncx)]
-    ids = np.concatenate([r * ncx + c for r in rows for c in cols])
-    which = np.tile(np.arange(keys.size, dtype=np.int64), 4)
+    def spanned(v, bounds, n):
+        # (chunk, which boxes): the first and last chunk of every box, and the
+        # middle one of the boxes spanning three (chunks under 3 px wide).
+        first, last = chunk_of(v - 1, bounds, n), chunk_of(v + 1, bounds, n)
+        every = np.ones(v.size, dtype=bool)
+        return [(first, every), (last, every), (first + 1, last - first == 2)]
+
+    ids, which = [], []
+    index = np.arange(keys.size, dtype=np.int64)
+    for r, on_r in spanned(yc, ybounds, ncy):
+        for c, on_c in spanned(xc, xbounds, ncx):
+            on = on_r & on_c
+            ids.append((r * ncx + c)[on])
+            which.append(index[on])
+    ids, which = np.concatenate(ids), np.concatenate(which)
     pairs = np.unique(ids * max(keys.size, 1) + which)
     ids, which = np.divmod(pairs, max(keys.size, 1))
     starts = _run_starts(ids)
