@@ -11,7 +11,8 @@ One run does, on the scene written by `tilesky.simulate.write_simulation`:
     timed per stage, in this process;
 (b) ``tilesky run SCENE.zarr OUT.zarr --overwrite`` as a user runs it: with
     tilesky's default configuration (with and without the HTML/PNG report,
-    which is not part of the pipeline) and with ``--preset notebook``; a
+    which is not part of the pipeline), with ``--preset notebook``, and with
+    ``--scheduler threads`` (dask's threaded scheduler, no cluster); a
     subprocess of the venv's ``tilesky`` executable, so the wall time includes
     interpreter start, imports, starting and stopping the local Dask cluster,
     the quality metrics and writing the run store; per-stage timings come
@@ -286,6 +287,12 @@ def main(argv=None) -> int:
                 "tilesky run --preset notebook --no-report",
                 ["--preset", "notebook", "--no-report"],
                 "run_notebook.zarr",
+            ),
+            # No distributed cluster: what its scheduling costs at this size.
+            (
+                "tilesky run --no-report --scheduler threads",
+                ["--no-report", "--scheduler", "threads"],
+                "run_threads.zarr",
             ),
         ):
             results.append(

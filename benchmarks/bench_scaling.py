@@ -1,15 +1,16 @@
 """Scaling: the same mosaic on 1 and 2 local worker processes.
 
-    python benchmarks/bench_scaling.py [--size 8192] [--repeat 1]
+    python benchmarks/bench_scaling.py [--size 6000] [--chunks 1020] [--repeat 1]
 
 Simulates a mosaic once, then times ``tilesky run --no-report`` end to end
 (interpreter start, cluster start, all stages, metrics, store) with
 ``--workers 1`` and ``--workers 2`` (worker processes, one thread each), and,
 for comparison, the default in-process cluster (one worker, a thread per
-core). Each run's pipeline time (the store's ``timings.total``: stages and
-metrics, without interpreter and cluster start) is printed too, so the
-fixed start-up cost can be told from the part that scales. An untimed run
-first fills the numba cache. Writes benchmarks/results/bench_scaling.json.
+core) and dask's threaded scheduler without a cluster. Each run's pipeline
+time (the store's ``timings.total``: stages and metrics, without interpreter
+and cluster start) is printed too, so the fixed start-up cost can be told
+from the part that scales. An untimed run first fills the numba cache.
+Writes benchmarks/results/bench_scaling.json.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ CONFIGS = {
     "1 worker process": ["--workers", "1"],
     "2 worker processes": ["--workers", "2"],
     "in-process, 2 threads (default)": [],
+    # dask's local threaded scheduler, no distributed: what the scheduling
+    # and communication of a distributed cluster cost on this mosaic.
+    "no cluster (--scheduler threads)": ["--scheduler", "threads"],
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument("--size", type=int, default=6000)
     parser.add_argument("--chunks", type=int, default=1020)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
