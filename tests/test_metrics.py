@@ -15,6 +15,12 @@ from scipy import stats  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from tilesky import metrics  # noqa: E402
+from tilesky.kernels._metrics import (  # noqa: E402
+    _nb_column_float,
+    _nb_digits,
+    _nb_limb_range,
+    _nb_to_float,
+)
 from tilesky.kernels._noise import moment_state, split_digits  # noqa: E402
 from tilesky.metrics import (  # noqa: E402
     MetricsState,
@@ -24,11 +30,7 @@ from tilesky.metrics import (  # noqa: E402
     _grouped_moment_states,
     _metrics_graph,
     _moment_state,
-    _nb_column_float,
     _nb_digit_range,
-    _nb_digits,
-    _nb_limb_range,
-    _nb_to_float,
     _read_catalogue,
     _Spec,
     _summarize,
