@@ -6,18 +6,18 @@
   processes (one thread each). Scheduler and dashboard bind to 127.0.0.1 (an
   unauthenticated scheduler must not listen on every interface unless asked
   to, with ``host="0.0.0.0"``).
-
-Threads are the default because every hot kernel (numba with ``nogil``,
-numpy, scipy.ndimage, zarr's codecs) releases the GIL: tiles then share one
-address space, halos and checkpoints are not copied between processes, and
-nothing has to be imported or compiled again in a worker. Starting the
-in-process cluster takes ~0.3 s on the 2-core test machine against ~2.5 s
-for two worker processes that import tilesky.
 * ``"tcp://HOST:PORT"`` (or ``tls://``): connect to a running scheduler;
   TLS settings come from dask's own configuration (``distributed.comm.tls``).
 * a path to a scheduler file (as written by ``dask scheduler
   --scheduler-file``).
 * ``"threads"``: no cluster, dask's threaded scheduler in this process.
+
+One in-process worker is the local default because every hot kernel
+(numba with ``nogil``, numpy, scipy.ndimage, zarr's codecs) releases the
+GIL: tiles then share one address space, halos and checkpoints are not
+copied between processes, and nothing has to be imported or compiled again
+in a worker. Starting the in-process cluster takes ~0.3 s on the 2-core
+test machine against ~2.5 s for two worker processes that import tilesky.
 """
 
 from __future__ import annotations
