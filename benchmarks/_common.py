@@ -1,14 +1,78 @@
-"""Helpers shared by the benchmarks: run the CLI, sample memory."""
+"""Helpers shared by the benchmarks: one-thread set-up, timing, the record's
+environment and JSON file, running the CLI, sampling memory.
+
+Importing this module imports neither numpy nor numba, so a script can call
+:func:`one_thread` after importing it and before importing them.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import psutil
+
+_THREAD_VARIABLES = (
+    "NUMBA_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+
+def one_thread() -> None:
+    """One thread for numba and BLAS: call before numpy or numba is imported."""
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = "1"
+
+
+def runs(repeat: int, func, *args, **kwargs) -> tuple[list[float], object]:
+    """Call ``func`` ``repeat`` times; the seconds of each call and the last result."""
+    seconds = []
+    result = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+    return seconds, result
+
+
+def timed(func, *args, **kwargs) -> tuple[float, object]:
+    """One call of ``func``: its seconds and its result."""
+    seconds, result = runs(1, func, *args, **kwargs)
+    return seconds[0], result
+
+
+def environment() -> dict:
+    """The ``versions`` and ``machine`` entries every benchmark record carries."""
+    packages = ("tilesky", "numpy", "scipy", "numba", "dask")
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            **{name: version(name) for name in packages},
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()),
+        },
+    }
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write a benchmark's JSON record (with :func:`environment`) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**record, **environment()}, indent=2) + "\n")
+    print(f"wrote {path}")
+
 
 TILESKY = str(Path(sys.executable).with_name("tilesky"))
 

@@ -18,31 +18,20 @@ compile, or loading its on-disk cache) is made on a small tile and kept out
 of the timings. Exit status 1 if any output differs from the reference.
 """
 
-import os
+from _common import one_thread, runs, write_record
 
 # One thread everywhere, before numpy/numba are imported.
-for _name in (
-    "NUMBA_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-):
-    os.environ[_name] = "1"
+one_thread()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
 
-from tilesky import __version__  # noqa: E402
 from tilesky.kernels import _interp  # noqa: E402
 from tilesky.kernels._interp import idw_depth, idw_interpolate, mesh_window  # noqa: E402
 
@@ -109,15 +98,6 @@ def tile_args(mesh: np.ndarray, box: int, tile: int) -> tuple[np.ndarray, dict]:
     return mesh[win], kwargs
 
 
-def timed_runs(block, kwargs, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = idw_interpolate(block, **kwargs)
-        times.append(time.perf_counter() - start)
-    return times, result
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -146,8 +126,8 @@ def main(argv=None) -> int:
         mesh = make_mesh(box, nan_fraction)
         block, kwargs = tile_args(mesh, box, args.tile)
         with reference_kernel():
-            ref_s, expected = timed_runs(block, kwargs, args.repeat)
-        fast_s, result = timed_runs(block, kwargs, args.repeat)
+            ref_s, expected = runs(args.repeat, idw_interpolate, block, **kwargs)
+        fast_s, result = runs(args.repeat, idw_interpolate, block, **kwargs)
         identical = bool(
             np.array_equal(result, expected, equal_nan=True)
             and np.array_equal(result.view(np.uint32), expected.view(np.uint32))
@@ -205,22 +185,8 @@ def main(argv=None) -> int:
         "cases": records,
         "identical": all(rec["identical"] for rec in records),
         "first_call_s": first_call_s,
-        "versions": {
-            "tilesky": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "numba": numba.__version__,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-        },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(args.output, record)
     return 0 if record["identical"] else 1
 
 

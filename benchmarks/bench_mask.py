@@ -14,30 +14,19 @@ loading the on-disk cache) are timed on their own and kept out of the
 comparison.
 """
 
-import os
+from _common import one_thread, runs, write_record
 
 # One thread everywhere, before numpy/numba are imported.
-for _name in (
-    "NUMBA_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-):
-    os.environ[_name] = "1"
+one_thread()
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
 
-from tilesky import __version__  # noqa: E402
 from tilesky.kernels._mask import (  # noqa: E402
     _dilate_reference,
     _smooth_reference,
@@ -61,15 +50,6 @@ def make_image(size: int, seed: int = 0) -> np.ndarray:
         r2 = (yy - y0) ** 2 + (xx - x0) ** 2
         image += (flux * np.exp(-r2 / (2 * sigma**2))).astype(np.float32)
     return image
-
-
-def best_of(func, repeat: int):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return times, result
 
 
 def identical(fast: np.ndarray, ref: np.ndarray) -> bool:
@@ -137,8 +117,8 @@ def main(argv=None) -> int:
     for kernel, params, ref_func, fast_func, fargs, fkwargs in cases:
         ref_call = functools.partial(ref_func, *fargs, **fkwargs)
         fast_call = functools.partial(fast_func, *fargs, **fkwargs)
-        ref_s, expected = best_of(ref_call, args.ref_repeat)
-        fast_s, result = best_of(fast_call, args.repeat)
+        ref_s, expected = runs(args.ref_repeat, ref_call)
+        fast_s, result = runs(args.repeat, fast_call)
         same = identical(result, expected)
         ratio = min(ref_s) / min(fast_s)
         print(
@@ -166,22 +146,8 @@ def main(argv=None) -> int:
         "threads": 1,
         "cases": records,
         "first_call_s": first_call_s,
-        "versions": {
-            "tilesky": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "numba": numba.__version__,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-        },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(args.output, record)
     return 0 if all(r["identical"] for r in records) else 1
 
 

@@ -29,22 +29,15 @@ first (numba compile or cache load). Prints a table and writes
 ``benchmarks/results/bench_metrics.json``.
 """
 
-import os
+from _common import one_thread, timed, write_record
 
 # One thread everywhere, before numpy/numba are imported.
-for _name in (
-    "NUMBA_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-):
-    os.environ[_name] = "1"
+one_thread()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -54,10 +47,8 @@ from pathlib import Path  # noqa: E402
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tilesky import __version__  # noqa: E402
 from tilesky import metrics as new_metrics  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_metrics.json"
@@ -153,14 +144,11 @@ def call(module, data: dict, chunks) -> str:
 
 
 def time_calls(module, data, chunks, repeat):
-    start = time.perf_counter()
-    first = call(module, data, chunks)
-    first_s = time.perf_counter() - start
+    first_s, first = timed(call, module, data, chunks)
     seconds = []
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = call(module, data, chunks)
-        seconds.append(time.perf_counter() - start)
+        one_s, out = timed(call, module, data, chunks)
+        seconds.append(one_s)
         if out != first:
             raise SystemExit("compute_metrics is not deterministic across calls")
     return first, first_s, seconds
@@ -251,23 +239,8 @@ def main(argv=None) -> int:
         "speedup_best": speedup,
         "identical": identical,
         "notes": notes,
-        "versions": {
-            "tilesky": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "numba": numba.__version__,
-            "dask": dask.__version__,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "load_average": list(os.getloadavg()),
-        },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(args.output, record)
     return 0 if identical else 1
 
 

@@ -16,29 +16,19 @@ compile, or loading the on-disk cache) is made on a small block and kept out
 of the timings.
 """
 
-import os
+from _common import one_thread, runs, write_record
 
 # One thread everywhere, before numpy/numba are imported.
-for _name in (
-    "NUMBA_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-):
-    os.environ[_name] = "1"
+one_thread()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tilesky import __version__  # noqa: E402
 from tilesky.kernels._noise import (  # noqa: E402
     _moment_state_reference,
     moment_state,
@@ -60,15 +50,6 @@ def make_residual(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     image[rng.random(image.shape) < 0.01] = np.nan
     mask = rng.random(image.shape) < 0.15
     return image, mask
-
-
-def best_of(repeat: int, func, *args, **kwargs):
-    seconds = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = func(*args, **kwargs)
-        seconds.append(time.perf_counter() - start)
-    return seconds, result
 
 
 def main(argv=None) -> int:
@@ -112,8 +93,8 @@ def main(argv=None) -> int:
             ("float64", "bounds+mask", image.astype(np.float64), bounds),
         ]
         for dtype, case, block, kw in cases:
-            ref_s, expected = best_of(args.repeat, _moment_state_reference, block, **kw)
-            fast_s, state = best_of(args.repeat, moment_state, block, **kw)
+            ref_s, expected = runs(args.repeat, _moment_state_reference, block, **kw)
+            fast_s, state = runs(args.repeat, moment_state, block, **kw)
             rows.append(
                 {
                     "dtype": dtype,
@@ -156,21 +137,8 @@ def main(argv=None) -> int:
         "rows": rows,
         "identical": identical,
         "first_call_s": first_call_s,
-        "versions": {
-            "tilesky": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "numba": numba.__version__,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-        },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(args.output, record)
     return 0 if identical else 1
 
 

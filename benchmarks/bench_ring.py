@@ -10,31 +10,19 @@ tilesky call (numba compile, or loading the on-disk cache) is timed on its own
 and kept out of the comparison.
 """
 
-import os
+from _common import one_thread, timed, write_record
 
 # One thread everywhere, before numpy/numba are imported.
-for _name in (
-    "NUMBA_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-):
-    os.environ[_name] = "1"
+one_thread()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numba  # noqa: E402
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from tilesky import __version__  # noqa: E402
 from tilesky.kernels._ring import _ring_tile, ring_footprint, ring_median  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_ring.json"
@@ -53,12 +41,6 @@ def make_image(size: int, seed: int = 0) -> np.ndarray:
         r2 = (yy - y0) ** 2 + (xx - x0) ** 2
         image += (flux * np.exp(-r2 / (2 * sigma**2))).astype(np.float32)
     return image
-
-
-def timed(func, *args, **kwargs):
-    start = time.perf_counter()
-    result = func(*args, **kwargs)
-    return time.perf_counter() - start, result
 
 
 def main(argv=None) -> int:
@@ -141,22 +123,8 @@ def main(argv=None) -> int:
         "identical": identical,
         "first_call_s": first_call_s,
         "first_call_from_cache": from_cache,
-        "versions": {
-            "tilesky": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "numba": numba.__version__,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-        },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(args.output, record)
     return 0 if identical else 1
 
 
