@@ -1,6 +1,7 @@
 """The HTML report: lazy downsampled maps, quality plots, config and metrics."""
 
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -265,7 +266,18 @@ def test_write_png_is_lossless(tmp_path):
 
 
 def test_report_leaves_pyplot_alone(run, tmp_path):
-    if "matplotlib.pyplot" in sys.modules:
-        pytest.skip("pyplot was imported by another test")
-    write_report(run["ds"], tmp_path, max_pixels=40)
-    assert "matplotlib.pyplot" not in sys.modules
+    # In a fresh interpreter: another test of the session may import pyplot.
+    store = tmp_path / "run.zarr"
+    run["ds"].to_zarr(store, consolidated=False)
+    code = (
+        "import sys, xarray as xr\n"
+        "from tilesky.report import write_report\n"
+        f"ds = xr.open_zarr({str(store)!r}, consolidated=False)\n"
+        f"write_report(ds, {str(tmp_path / 'rep')!r}, max_pixels=40)\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "rep" / "report.html").exists()
