@@ -92,7 +92,7 @@ def _weights(scale: float, truncate: float, power: int) -> np.ndarray:
     return np.exp(-0.5 * u * u) * u**power
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _solve_constant(moms, rhs, nterms, out):  # pragma: no cover - numba
     # moms: (n_moment_images, ny, nx) indexed through the 6x6 layout _IDX.
     ny, nx = out.shape
@@ -206,7 +206,7 @@ def _smoothfit_reference(
 # halo holds every pixel in reach.
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_moments(data, cover, w, n_cov, n_dat, step, n_grid, pad):  # pragma: no cover
     """Sums along x at grid columns, for every row.
 
@@ -253,7 +253,7 @@ def _row_moments(data, cover, w, n_cov, n_dat, step, n_grid, pad):  # pragma: no
     return xc, xf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grid_moments(  # pragma: no cover - numba
     xc, xf, w, step, n_grid, mom_slot, mom_i, mom_j, term_i, term_j
 ):
@@ -333,7 +333,7 @@ def _keys_weights(step: int) -> np.ndarray:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _interpolate(grid, kw, step, out):  # pragma: no cover - numba
     ny, nx = out.shape
     ngy = grid.shape[0]
