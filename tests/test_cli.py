@@ -73,6 +73,67 @@ def test_default_cluster_runs_in_process_threads(sim, tmp_path, capsys):
     np.testing.assert_array_equal(ds.background.values, mono.background.values)
 
 
+def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, monkeypatch):
+    """In-process worker: outputs are kept in memory and written behind.
+
+    Every output chunk is on disk when the run says complete; checkpoints
+    written in the background are gone.
+    """
+    from tilesky.store import RunStore
+
+    kept = []
+    keeping = RunStore._keeping_client
+
+    def spy(self, arrays):
+        client = keeping(self, arrays)
+        kept.append(client is not None)
+        return client
+
+    monkeypatch.setattr(RunStore, "_keeping_client", spy)
+    out = tmp_path / "run.zarr"
+    code = main(["run", str(sim), str(out), "--chunks", "150", "--no-report"])
+    assert code == 0, capsys.readouterr().err
+    assert kept and all(kept), kept
+    group = zarr.open_group(str(out), mode="r")
+    assert group.attrs["tilesky_status"] == "complete"
+    assert "_work" not in group
+    for name in ("background", "background_rms", "mask", "subtracted"):
+        assert group[name].nchunks_initialized == group[name].nchunks, name
+    threads = tmp_path / "threads.zarr"
+    args = ["run", str(sim), str(threads), "--chunks", "150", "--no-report"]
+    assert main([*args, "--scheduler", "threads"]) == 0
+    a, b = xr.open_zarr(str(out)), xr.open_zarr(str(threads))
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert a.attrs["metrics"] == b.attrs["metrics"]
+
+
+def test_failed_background_write_fails_the_run(sim, tmp_path, capsys, monkeypatch):
+    """An output block that cannot be written, after the stage went on: the
+    run ends with that error and is not marked complete."""
+    import tilesky.store as store_module
+
+    write = store_module._write_block
+
+    def refuse_background(block, url, options, path, region, run=None):
+        if path == "background":
+            msg = f"[Errno 13] Permission denied: {url}/{path}"
+            raise PermissionError(msg)
+        return write(block, url, options, path, region, run)
+
+    monkeypatch.setattr(store_module, "_write_block", refuse_background)
+    out = tmp_path / "run.zarr"
+    code = main(["run", str(sim), str(out), "--chunks", "150", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err
+    assert "tilesky: error: [Errno 13] Permission denied" in err
+    status = zarr.open_group(str(out), mode="r").attrs["tilesky_status"]
+    assert status == "running"
+    with pytest.raises(StoreError, match="did not finish"):
+        open_run(str(out))
+
+
 def _assert_one_line_error(code, capsys, pattern):
     err = capsys.readouterr().err.strip()
     assert code == 1

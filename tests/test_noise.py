@@ -3,6 +3,7 @@
 import math
 from fractions import Fraction
 
+import dask.array as da
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from tilesky.kernels._noise import (
     moment_state,
     moments,
 )
+from tilesky.tiled.stages import Tiled, WholeImage
 
 
 def test_moments_are_exact_and_merge_in_any_order():
@@ -247,3 +249,51 @@ def test_float32_bins_hold_many_large_significands():
     x[::2] *= -1
     state = _check(x)
     assert state.count == x.size
+
+
+def _clipped_noise_reference(values, *, clip, maxiters, mask=None):
+    """Sigma clipping about the mean as the pipeline defines it, pass by pass."""
+    n, mean, std = moments(moment_state(values, mask=mask))
+    if n == 0 or clip is None:
+        return n, mean, std
+    for _ in range(maxiters):
+        lo, hi = mean - clip * std, mean + clip * std
+        n2, mean2, std2 = moments(moment_state(values, lower=lo, upper=hi, mask=mask))
+        if n2 == n or n2 == 0:
+            break
+        n, mean, std = n2, mean2, std2
+    return n, mean, std
+
+
+@pytest.mark.parametrize(
+    ("clip", "maxiters"), [(None, 5), (3.0, 0), (3.0, 1), (3.0, 5), (1.0, 10)]
+)
+def test_clipped_noise_in_one_graph_equals_the_pass_by_pass_loop(clip, maxiters):
+    """Tiled: every pass in one computation; same passes, same numbers."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(0.0, 1.0, (90, 70)).astype(np.float32)
+    values[rng.random(values.shape) < 0.05] += 30.0  # outliers to clip
+    values[3, :] = np.nan
+    mask = rng.random(values.shape) < 0.1
+    want = _clipped_noise_reference(values, clip=clip, maxiters=maxiters, mask=mask)
+    whole = WholeImage().clipped_moments(
+        values, clip=clip, maxiters=maxiters, mask=mask
+    )
+    tiled = Tiled().clipped_moments(
+        da.from_array(values, chunks=(40, 25)),
+        clip=clip,
+        maxiters=maxiters,
+        mask=da.from_array(mask, chunks=(40, 25)),
+    )
+    assert tuple(whole) == want
+    assert tuple(tiled) == want
+
+
+def test_clipping_stops_when_no_pixel_is_left():
+    values = np.array([[0.0, 0.0, 0.0, 1000.0]] * 4, dtype=np.float32)
+    # A clip of 0.1 sigma keeps nothing after the first pass: the last good
+    # pass is the answer, as in the loop.
+    want = _clipped_noise_reference(values, clip=0.1, maxiters=5)
+    got = Tiled().clipped_moments(da.from_array(values, chunks=2), clip=0.1, maxiters=5)
+    assert tuple(got) == want
+    assert want[0] == 16

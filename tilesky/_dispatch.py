@@ -411,11 +411,14 @@ def run_to_store(
             (f"first_{n}", a, ("y_mesh_first", "x_mesh_first"), None)
             for n, a in result.first_mesh_arrays.items()
         ]
-        stored = store.write_arrays(items)
-        store.outputs = {item[0]: arr for item, arr in zip(items, stored, strict=True)}
+        # Kept in memory when they fit: the metrics then read them from
+        # there while their blocks are written.
+        stored = store.write_arrays(items, keep=True)
+        outputs = {item[0]: arr for item, arr in zip(items, stored, strict=True)}
     except Exception:
         # A run that failed before writing anything leaves nothing behind; one
         # that wrote blocks stays marked "running" so it can be resumed.
+        store.drain(raise_errors=False)
         if store.blocks_written == 0 and not resume:
             store.discard()
         raise
@@ -425,16 +428,23 @@ def run_to_store(
     )
     from tilesky.metrics import compute_metrics
 
-    metrics, store.points = compute_metrics(
-        scene,
-        store.outputs["background"],
-        store.outputs["mask"],
-        truth=reference.get("truth"),
-        sky=reference.get("sky"),
-        catalogue=reference.get("catalogue"),
-        return_points=True,
-    )
+    try:
+        metrics, store.points = compute_metrics(
+            scene,
+            outputs["background"],
+            outputs["mask"],
+            truth=reference.get("truth"),
+            sky=reference.get("sky"),
+            catalogue=reference.get("catalogue"),
+            return_points=True,
+        )
+    except Exception:
+        store.drain(raise_errors=False)
+        raise
     result.timings["metrics"] = round(time.perf_counter() - metrics_start, 4)
+    store.drain()
+    # From here on the outputs are read from the store, not held in memory.
+    store.outputs = {item[0]: store.stored(item[0], item[1].chunks) for item in items}
     result.timings["total"] = round(time.perf_counter() - start, 4)
     store.write_json("metrics.json", metrics)
     store.finish(

@@ -58,20 +58,6 @@ def progress_enabled() -> bool:
     return _ENABLED.get()
 
 
-def _distributed_client() -> Any | None:
-    """The distributed client dask.compute would use, if any."""
-    if dask.config.get("scheduler", None) not in (None, "dask.distributed"):
-        return None
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
-
-
 def compute(*collections: Any, label: str | None = None) -> tuple:
     """``dask.compute(*collections)``, with a progress bar when enabled.
 
@@ -98,7 +84,9 @@ def compute(*collections: Any, label: str | None = None) -> tuple:
         return dask.compute(*collections)
     if label:
         print(f"tilesky: {label}", file=sys.stderr, flush=True)
-    client = _distributed_client()
+    from tilesky.cluster import current_client
+
+    client = current_client()
     if client is None:
         from dask.diagnostics import ProgressBar
 

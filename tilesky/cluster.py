@@ -2,10 +2,11 @@
 
 * ``scheduler=None``: a :class:`distributed.LocalCluster` sized to the
   machine: by default its scheduler and one worker run in this process with
-  one thread per core; with ``n_workers`` it starts that many worker
-  processes (one thread each). Scheduler and dashboard bind to 127.0.0.1 (an
-  unauthenticated scheduler must not listen on every interface unless asked
-  to, with ``host="0.0.0.0"``).
+  one thread per core, connected in memory (no port; other processes cannot
+  submit work to it); with ``n_workers`` it starts that many worker
+  processes (one thread each) and the scheduler listens on tcp. Scheduler
+  and dashboard bind to 127.0.0.1 (an unauthenticated scheduler must not
+  listen on every interface unless asked to, with ``host="0.0.0.0"``).
 * ``"tcp://HOST:PORT"`` (or ``tls://``): connect to a running scheduler;
   TLS settings come from dask's own configuration (``distributed.comm.tls``).
 * a path to a scheduler file (as written by ``dask scheduler
@@ -28,10 +29,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 
-__all__ = ["ClusterError", "ExecutionContext", "execution"]
+__all__ = [
+    "ClusterError",
+    "ExecutionContext",
+    "current_client",
+    "execution",
+    "holdable_bytes",
+    "workers_in_this_process",
+]
 
 log = logging.getLogger("tilesky")
 
@@ -124,17 +133,20 @@ def execution(
         processes = n_workers is not None
         workers = n_workers if processes else 1
         threads = threads_per_worker or (1 if processes else _cpu_count())
+        # Worker processes talk tcp on ``host``. The in-process worker talks
+        # to the scheduler and this client through memory (inproc): results
+        # and intermediates are handed over without serialization, and
+        # tilesky keeps small intermediates in its memory (see
+        # workers_in_this_process). The dashboard is served on ``host``
+        # either way.
+        where = {"protocol": "tcp", "host": host} if processes else {}
         try:
             cluster = LocalCluster(
                 n_workers=workers,
                 threads_per_worker=threads,
                 processes=processes,
-                # In-process clusters default to the inproc transport, which
-                # takes no host; tcp keeps the scheduler reachable on ``host``
-                # by other clients, as with worker processes.
-                protocol="tcp",
-                host=host,
                 dashboard_address=f"{host}:0" if dashboard else None,
+                **where,
                 memory_limit=memory_limit,
                 silence_logs=logging.ERROR,
             )
@@ -142,7 +154,13 @@ def execution(
             msg = f"cannot start a local Dask cluster: {exc}"
             raise ClusterError(msg) from None
         client = Client(cluster)
-        link = client.dashboard_link if dashboard else None
+        link = None
+        if dashboard:
+            # distributed builds the link from the scheduler's address, which
+            # an in-process scheduler does not have: say where it listens.
+            port = cluster.scheduler_info["services"]["dashboard"]
+            shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+            link = f"http://{shown}:{port}/status"
         what = (
             f"{workers} worker process(es)"
             if processes
@@ -202,3 +220,49 @@ def execution(
         yield ExecutionContext("remote", client, link)
     finally:
         client.close()
+
+
+def current_client() -> Any | None:
+    """The distributed client that ``dask.compute`` would use, if any.
+
+    None under dask's local schedulers (``scheduler="threads"``/``"sync"``)
+    or when no client exists.
+    """
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed"):
+        return None
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def workers_in_this_process(client: Any) -> bool:
+    """Whether every worker of ``client`` runs inside this process.
+
+    True for the default local cluster (its worker speaks the ``inproc``
+    transport): its results are plain objects in this address space, so
+    keeping an intermediate in its memory costs no copy or transfer.
+    """
+    workers = client.scheduler_info().get("workers", {})
+    return bool(workers) and all(addr.startswith("inproc://") for addr in workers)
+
+
+def holdable_bytes(client: Any | None = None) -> int:
+    """How many bytes of intermediates tilesky may keep in memory at once.
+
+    A quarter of the workers' memory limits (with ``client``), or of this
+    machine's available memory; the rest is left to the tiles being
+    computed and to the data of other users of the cluster.
+    """
+    if client is not None:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limit = sum(w.get("memory_limit") or 0 for w in workers)
+        if limit:
+            return limit // 4
+    import psutil
+
+    return int(psutil.virtual_memory().available) // 4

@@ -44,7 +44,6 @@ from tilesky.kernels._mask import (
     smooth,
 )
 from tilesky.kernels._mesh import filter_depth, filter_mesh, mesh_statistics
-from tilesky.kernels._noise import clip_bounds, moments
 from tilesky.kernels._ring import ring_depth, ring_median
 from tilesky.kernels._smoothfit import smoothfit, smoothfit_depth
 
@@ -161,20 +160,13 @@ def _global_noise(backend, array, *, clip: float | None, maxiters: int = 5, mask
     The array is held in memory for the passes when it fits.
     """
     held = backend.hold(array)
-    n, mean, std = moments(backend.moments(held, mask=mask))
+    n, mean, std = backend.clipped_moments(
+        held, clip=clip, maxiters=maxiters, mask=mask
+    )
+    backend.release(held)
     if n == 0:
         msg = "no finite, unmasked pixels left to estimate the noise from"
         raise PipelineError(msg)
-    if clip is not None:
-        for _ in range(maxiters):
-            lo, hi = clip_bounds(mean, std, clip)
-            n2, mean2, std2 = moments(
-                backend.moments(held, lower=lo, upper=hi, mask=mask)
-            )
-            if n2 == n or n2 == 0:
-                break
-            n, mean, std = n2, mean2, std2
-    backend.release(held)
     if not std > 0:
         msg = "the noise of the image is zero: a constant image has no sky to estimate"
         raise PipelineError(msg)

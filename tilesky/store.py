@@ -108,7 +108,17 @@ def open_run(url: str, *, storage_options: dict | None = None):
         return xr.open_zarr(url, consolidated=None, **kw)
 
 
-def _write_block(block: np.ndarray, url: str, storage_options, path: str, region):
+#: Runs whose remaining checkpoint writes are no longer wanted (their
+#: outputs are written, or they failed). Read by write tasks of workers in
+#: this process only: checkpoints kept in memory exist only there.
+_SKIP_CHECKPOINTS: set[str] = set()
+
+
+def _write_block(
+    block: np.ndarray, url: str, storage_options, path: str, region, run=None
+):
+    if run is not None and run in _SKIP_CHECKPOINTS:
+        return 0
     # The run store is always Zarr v3: saying so spares every block write the
     # v2 metadata probes (four requests per block on an object store).
     arr = zarr.open_array(
@@ -143,6 +153,11 @@ class RunStore:
         self.blocks_written = 0
         self.blocks_skipped = 0
         self.group = None
+        # Block writes still running (futures) while the run goes on, and the
+        # bytes of intermediates kept in the in-process worker's memory.
+        self._pending: list = []
+        self._held_bytes = 0
+        self._run = uuid.uuid4().hex
         self.outputs: dict[str, da.Array] = {}
         #: Set by run_to_store once the pipeline ran (None: nothing to do).
         self.result = None
@@ -245,6 +260,7 @@ class RunStore:
         self, attrs: Mapping[str, Any] | None = None, *, keep_work: bool = False
     ):
         """Write the last attributes, drop checkpoints, mark the run complete."""
+        self.drain()
         if attrs:
             self.group.attrs.update(_jsonable(dict(attrs)))
         if not keep_work and WORK in self.group:
@@ -311,16 +327,61 @@ class RunStore:
             target.attrs.update(_jsonable(dict(attrs)))
         return target
 
-    def write_arrays(self, items) -> list[da.Array]:
+    def write_arrays(self, items, *, keep: bool = False) -> list[da.Array]:
         """Write several arrays in one computation (shared inputs once).
 
         ``items`` holds ``(path, array, dims, attrs)`` tuples; returns the
         stored arrays, read back lazily.
+
+        With ``keep``, when the run's workers live in this process, nothing
+        of the arrays is stored yet and they fit in memory: the arrays are
+        computed into the worker's memory and returned from there, and their
+        blocks are written in the background (:meth:`drain` waits for the
+        writes). The next stage then neither waits for the writes nor reads
+        the blocks back. Checkpoint blocks (under ``_work/``) are written
+        after any other ready task, in the pauses between stages; those
+        still unwritten when the outputs are complete are skipped, since
+        only a run killed before its end reads them.
         """
         targets = [self._target(*item) for item in items]
+        existing = [self._existing_blocks(t.path) for t in targets]
+        arrays = [item[1] for item in items]
+        client = self._keeping_client(arrays) if keep and not any(existing) else None
+        if client is not None:
+            arrays = client.persist(arrays)
+            work = all(item[0].startswith(f"{WORK}/") for item in items)
+            tasks = self._write_tasks(
+                arrays, targets, existing, run=self._run if work else None
+            )
+            self._pending.extend(client.compute(tasks, priority=-1 if work else 0))
+            return arrays
+        tasks = self._write_tasks(arrays, targets, existing)
+        if tasks:
+            paths = ", ".join(item[0] for item in items)
+            label = f"writing {paths} ({len(tasks)} blocks)"
+            self.blocks_written += sum(_progress.compute(*tasks, label=label))
+        return [
+            self._stored(target, item[1].chunks)
+            for item, target in zip(items, targets, strict=True)
+        ]
+
+    def _keeping_client(self, arrays) -> Any | None:
+        """The in-process client to keep ``arrays`` with, or None."""
+        from tilesky.cluster import current_client, holdable_bytes
+        from tilesky.cluster import workers_in_this_process as in_process
+
+        client = current_client()
+        if client is None or not in_process(client):
+            return None
+        nbytes = sum(a.nbytes for a in arrays)
+        if self._held_bytes + nbytes > holdable_bytes(client):
+            return None
+        self._held_bytes += nbytes
+        return client
+
+    def _write_tasks(self, arrays, targets, existing, run=None) -> list:
         tasks = []
-        for (_, array, _, _), target in zip(items, targets, strict=True):
-            existing = self._existing_blocks(target.path)
+        for array, target, done in zip(arrays, targets, existing, strict=True):
             bounds = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks]
             # Low-level fusion would rename tasks after the chain they fuse
             # ("getitem-mesh-stats-astype"); unfused, each task keeps its
@@ -331,7 +392,7 @@ class RunStore:
             # "store", and two runs sharing a scheduler never share a key.
             name = f"store-{uuid.uuid4().hex}"
             for index in np.ndindex(*blocks.shape):
-                if index in existing:
+                if index in done:
                     self.blocks_skipped += 1
                     continue
                 region = tuple(
@@ -345,32 +406,66 @@ class RunStore:
                         self.storage_options or None,
                         target.path,
                         region,
+                        run,
                         dask_key_name=(name, *index),
                     )
                 )
-        if tasks:
-            paths = ", ".join(item[0] for item in items)
-            label = f"writing {paths} ({len(tasks)} blocks)"
-            self.blocks_written += sum(_progress.compute(*tasks, label=label))
-        stored = []
-        for item, target in zip(items, targets, strict=True):
-            arr = da.from_zarr(target, chunks=item[1].chunks)
-            if arr.ndim == 2:
-                register_zarr_source(arr, self.url, target.path, self.storage_options)
-            stored.append(arr)
-        return stored
+        return tasks
+
+    def _stored(self, target, chunks) -> da.Array:
+        arr = da.from_zarr(target, chunks=chunks)
+        if arr.ndim == 2:
+            register_zarr_source(arr, self.url, target.path, self.storage_options)
+        return arr
+
+    def stored(self, path: str, chunks) -> da.Array:
+        """The array written at ``path``, read lazily from the store."""
+        return self._stored(self.group[path], chunks)
+
+    def drain(self, *, raise_errors: bool = True) -> None:
+        """Wait for the block writes still running; count them.
+
+        Checkpoint blocks not yet written are skipped: the run no longer
+        needs them.
+
+        Raises the first write error unless ``raise_errors`` is False (a run
+        that already failed only needs its writes finished before it decides
+        what to leave behind).
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        from distributed import wait
+
+        _SKIP_CHECKPOINTS.add(self._run)
+        try:
+            wait(pending)
+        finally:
+            _SKIP_CHECKPOINTS.discard(self._run)
+        error = None
+        for future in pending:
+            if future.status == "finished":
+                self.blocks_written += future.result()
+            elif error is None and future.status == "error":
+                error = future.exception()
+        if error is not None and raise_errors:
+            raise error
 
     def checkpoint_many(self, arrays: Mapping[str, da.Array]) -> dict[str, da.Array]:
         """Materialize several intermediates in one computation."""
         names = list(arrays)
         stored = self.write_arrays(
-            [(f"{WORK}/{n}", arrays[n], None, None) for n in names]
+            [(f"{WORK}/{n}", arrays[n], None, None) for n in names], keep=True
         )
         return dict(zip(names, stored, strict=True))
 
     def checkpoint(self, name: str, array: da.Array) -> da.Array:
-        """Materialize an intermediate under ``_work/`` and read it back lazily."""
-        return self.write_array(f"{WORK}/{name}", array)
+        """Materialize an intermediate under ``_work/``.
+
+        Read back lazily from the store, or kept in memory while its blocks
+        are written (see :meth:`write_arrays`).
+        """
+        return self.checkpoint_many({name: array})[name]
 
 
 def _display(url: str) -> str:

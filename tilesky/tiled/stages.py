@@ -11,7 +11,6 @@ two executions of one description.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -19,8 +18,9 @@ from collections.abc import Callable, Sequence
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
-from tilesky.kernels._noise import MomentState, moment_state
+from tilesky.kernels._noise import MomentState, clip_bounds, moment_state, moments
 from tilesky.tiled._overlap import TileInput, crop_to, tile_map
 
 __all__ = ["Tiled", "WholeImage"]
@@ -58,8 +58,41 @@ def _to_pixels_kernel(*meshes, regions, out_region, func, kw, dtype):
     return np.asarray(out, dtype=dtype)
 
 
-def _state_of_block(block, mask_block, lower, upper):
-    return moment_state(block, lower=lower, upper=upper, mask=mask_block)
+# -- sigma clipping of the noise: one step at a time, same for both backends.
+# A step's value is (count, mean, std, done); ``done`` once a pass keeps the
+# same number of pixels, keeps none, or no clipping was asked for.
+
+
+def _clip_start(state: MomentState, clip: float | None) -> tuple:
+    n, mean, std = moments(state)
+    return (n, mean, std, n == 0 or clip is None)
+
+
+def _clip_range(step: tuple, clip: float) -> tuple[float, float] | None:
+    """The interval the next pass keeps, or None when clipping is done."""
+    _, mean, std, done = step
+    return None if done else clip_bounds(mean, std, clip)
+
+
+def _clip_next(step: tuple, state: MomentState | None) -> tuple:
+    if step[3]:
+        return step
+    n2, mean2, std2 = moments(state)
+    if n2 == step[0] or n2 == 0:
+        return (*step[:3], True)
+    return (n2, mean2, std2, False)
+
+
+def _state_of_block(block, mask_block, kept):
+    if kept is None:
+        return None
+    return moment_state(block, lower=kept[0], upper=kept[1], mask=mask_block)
+
+
+def _sum_states(states):
+    if states[0] is None:
+        return None
+    return sum(states, start=MomentState())
 
 
 #: Reductions of arrays up to this size (mesh maps read back from the store)
@@ -69,9 +102,18 @@ LOCAL_REDUCTION_BYTES = 64 * 2**20
 
 
 def _reduce(result: da.Array, source: da.Array):
-    if source.nbytes <= LOCAL_REDUCTION_BYTES:
+    if source.nbytes <= LOCAL_REDUCTION_BYTES and not _in_cluster_memory(result):
         return result.compute(scheduler="sync")
     return result.compute()
+
+
+def _in_cluster_memory(array: da.Array) -> bool:
+    """Whether ``array``'s graph refers to results kept by a cluster."""
+    try:
+        from distributed import Future
+    except ImportError:
+        return False
+    return any(isinstance(v, Future) for v in array.__dask_graph__().values())
 
 
 class WholeImage:
@@ -99,8 +141,15 @@ class WholeImage:
             **kw,
         ).astype(dtype, copy=False)
 
-    def moments(self, array, *, lower=-math.inf, upper=math.inf, mask=None):
-        return moment_state(array, lower=lower, upper=upper, mask=mask)
+    def clipped_moments(self, array, *, clip, maxiters, mask=None):
+        step = _clip_start(moment_state(array, mask=mask), clip)
+        for _ in range(maxiters if clip is not None else 0):
+            kept = _clip_range(step, clip)
+            if kept is None:
+                break
+            state = moment_state(array, lower=kept[0], upper=kept[1], mask=mask)
+            step = _clip_next(step, state)
+        return step[:3]
 
     def nanmin(self, array) -> float:
         return float(np.nanmin(array)) if np.isfinite(array).any() else math.nan
@@ -209,15 +258,37 @@ class Tiled:
             kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
         )
 
-    def moments(
-        self, array, *, lower=-math.inf, upper=math.inf, mask=None
-    ) -> MomentState:
+    def clipped_moments(self, array, *, clip, maxiters, mask=None):
+        """Every clipping pass in one computation: one synchronization.
+
+        Each pass is a task per block and a sum; its bounds come from the
+        previous sum inside the graph. Passes after convergence do nothing.
+        """
         blocks = array.to_delayed().ravel()
         masks = mask.to_delayed().ravel() if mask is not None else [None] * len(blocks)
+        token = tokenize(array.name, mask.name if mask is not None else None, clip)
         part = dask.delayed(_state_of_block, pure=True)
-        states = [part(b, m, lower, upper) for b, m in zip(blocks, masks, strict=True)]
-        total = dask.delayed(functools.partial(sum, start=MomentState()), pure=True)
-        return total(states).compute()
+        total = dask.delayed(_sum_states, pure=True)
+        kept = (-math.inf, math.inf)
+        step = None
+        for i in range((maxiters if clip is not None else 0) + 1):
+            states = [
+                part(b, m, kept, dask_key_name=(f"noise-block-{token}", i, k))
+                for k, (b, m) in enumerate(zip(blocks, masks, strict=True))
+            ]
+            state = total(states, dask_key_name=(f"noise-sum-{token}", i))
+            if step is None:
+                step = dask.delayed(_clip_start, pure=True)(
+                    state, clip, dask_key_name=(f"noise-step-{token}", i)
+                )
+            else:
+                step = dask.delayed(_clip_next, pure=True)(
+                    step, state, dask_key_name=(f"noise-step-{token}", i)
+                )
+            kept = dask.delayed(_clip_range, pure=True)(
+                step, clip, dask_key_name=(f"noise-range-{token}", i)
+            )
+        return tuple(step.compute())[:3]
 
     def nanmin(self, array) -> float:
         with np.errstate(all="ignore"):
@@ -249,21 +320,12 @@ class Tiled:
         Only when it takes at most a quarter of the workers' memory; a
         mosaic larger than that is re-read from the store on each pass.
         """
-        try:
-            from distributed import get_client
+        from tilesky.cluster import current_client, holdable_bytes
 
-            client = get_client()
-        except (ImportError, ValueError):
-            import psutil
-
-            if array.nbytes > psutil.virtual_memory().available / 4:
-                return array
-            return array.persist()
-        workers = client.scheduler_info().get("workers", {}).values()
-        limit = sum(w.get("memory_limit") or 0 for w in workers)
-        if limit and array.nbytes > limit / 4:
+        client = current_client()
+        if array.nbytes > holdable_bytes(client):
             return array
-        return client.persist(array)
+        return array.persist() if client is None else client.persist(array)
 
     def release(self, array) -> None:
         del array
