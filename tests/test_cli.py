@@ -108,6 +108,34 @@ def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, monkey
     assert a.attrs["metrics"] == b.attrs["metrics"]
 
 
+def test_run_too_large_for_memory_streams_through_the_store(
+    sim, tmp_path, capsys, monkeypatch
+):
+    """All or nothing: when a run's intermediates would not fit, none is kept
+    in memory; every checkpoint is written and read back, same result."""
+    import tilesky.cluster
+    from tilesky.store import RunStore
+
+    monkeypatch.setattr(tilesky.cluster, "holdable_bytes", lambda client=None: 1)
+    kept = []
+    keeping = RunStore._keeping_client
+
+    def spy(self, arrays):
+        client = keeping(self, arrays)
+        kept.append(client is not None)
+        return client
+
+    monkeypatch.setattr(RunStore, "_keeping_client", spy)
+    out = tmp_path / "run.zarr"
+    code = main(["run", str(sim), str(out), "--chunks", "150", "--no-report"])
+    assert code == 0, capsys.readouterr().err
+    assert kept and not any(kept), kept
+    ds = open_run(str(out))
+    mono = estimate_background(xr.open_zarr(sim).scene.values)
+    np.testing.assert_array_equal(ds.background.values, mono.background.values)
+    assert ds.attrs["blocks"]["written"] > 0
+
+
 def test_failed_background_write_fails_the_run(sim, tmp_path, capsys, monkeypatch):
     """An output block that cannot be written, after the stage went on: the
     run ends with that error and is not marked complete."""

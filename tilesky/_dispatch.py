@@ -347,6 +347,12 @@ def estimate_background(
     return ds
 
 
+#: Full-resolution float32 images a run keeps when its intermediates stay in
+#: the in-process worker's memory: scene, ring-median stage, mask and
+#: background per round, the four outputs (masks count a quarter).
+_KEPT_IMAGES = 12
+
+
 def run_to_store(
     source: Any,
     out: str,
@@ -396,6 +402,8 @@ def run_to_store(
     if not store.create(overwrite=overwrite, resume=resume, attrs=attrs):
         log.info("%s is already complete: nothing to do", out)
         return store
+    # Checkpoints and outputs of one run: about twelve float32 images.
+    store.keep_bytes = _KEPT_IMAGES * 4 * int(np.prod(image.data.shape))
     try:
         result = run_pipeline(
             scene,

@@ -157,6 +157,9 @@ class RunStore:
         # bytes of intermediates kept in the in-process worker's memory.
         self._pending: list = []
         self._held_bytes = 0
+        #: What keeping every intermediate of this run in memory would take
+        #: (set by the pipeline's driver); None: never keep.
+        self.keep_bytes: int | None = None
         self._run = uuid.uuid4().hex
         self.outputs: dict[str, da.Array] = {}
         #: Set by run_to_store once the pipeline ran (None: nothing to do).
@@ -370,11 +373,17 @@ class RunStore:
         from tilesky.cluster import current_client, holdable_bytes
         from tilesky.cluster import workers_in_this_process as in_process
 
+        if self.keep_bytes is None:
+            return None
         client = current_client()
         if client is None or not in_process(client):
             return None
+        # All or nothing: a run whose intermediates would not all fit keeps
+        # none (a mosaic streams through the store), so memory stays bounded
+        # by the tiles in flight. The count guards the estimate.
+        budget = holdable_bytes(client)
         nbytes = sum(a.nbytes for a in arrays)
-        if self._held_bytes + nbytes > holdable_bytes(client):
+        if self.keep_bytes > budget or self._held_bytes + nbytes > budget:
             return None
         self._held_bytes += nbytes
         return client
