@@ -160,6 +160,8 @@ class RunStore:
         #: What keeping every intermediate of this run in memory would take
         #: (set by the pipeline's driver); None: never keep.
         self.keep_bytes: int | None = None
+        # Created empty by this object: no block of it exists yet.
+        self._fresh = False
         self._run = uuid.uuid4().hex
         self.outputs: dict[str, da.Array] = {}
         #: Set by run_to_store once the pipeline ran (None: nothing to do).
@@ -213,6 +215,7 @@ class RunStore:
             raise OutputExistsError(msg)
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
+            self._fresh = True
         except Exception as exc:
             msg = f"cannot create output {shown!r}: {exc}"
             raise StoreError(msg) from None
@@ -336,8 +339,9 @@ class RunStore:
         ``items`` holds ``(path, array, dims, attrs)`` tuples; returns the
         stored arrays, read back lazily.
 
-        With ``keep``, when the run's workers live in this process, nothing
-        of the arrays is stored yet and they fit in memory: the arrays are
+        With ``keep``, when the run's workers live in this process, the store
+        was created by this object (no block exists yet) and the run's
+        intermediates fit in memory (see ``keep_bytes``): the arrays are
         computed into the worker's memory and returned from there, and their
         blocks are written in the background (:meth:`drain` waits for the
         writes). The next stage then neither waits for the writes nor reads
@@ -346,18 +350,21 @@ class RunStore:
         still unwritten when the outputs are complete are skipped, since
         only a run killed before its end reads them.
         """
-        targets = [self._target(*item) for item in items]
-        existing = [self._existing_blocks(t.path) for t in targets]
         arrays = [item[1] for item in items]
-        client = self._keeping_client(arrays) if keep and not any(existing) else None
+        client = self._keeping_client(arrays) if keep and self._fresh else None
         if client is not None:
+            # Computing starts before the arrays' metadata is written.
             arrays = client.persist(arrays)
+            targets = [self._target(*item) for item in items]
+            existing = [set() for _ in items]
             work = all(item[0].startswith(f"{WORK}/") for item in items)
             tasks = self._write_tasks(
                 arrays, targets, existing, run=self._run if work else None
             )
             self._pending.extend(client.compute(tasks, priority=-1 if work else 0))
             return arrays
+        targets = [self._target(*item) for item in items]
+        existing = [self._existing_blocks(t.path) for t in targets]
         tasks = self._write_tasks(arrays, targets, existing)
         if tasks:
             paths = ", ".join(item[0] for item in items)
