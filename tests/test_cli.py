@@ -108,6 +108,30 @@ def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, monkey
     assert a.attrs["metrics"] == b.attrs["metrics"]
 
 
+def test_kept_intermediates_are_freed_when_the_run_ends(sim, tmp_path):
+    """Nothing of a finished run stays in the in-process worker's memory."""
+    import time
+
+    from tilesky._dispatch import resolve_config, run_to_store
+    from tilesky.cluster import execution
+
+    with execution(None, dashboard=False, announce=lambda msg: None) as ctx:
+        store = run_to_store(
+            str(sim), str(tmp_path / "run.zarr"), config=resolve_config(None)
+        )
+        assert store.result is not None
+        deadline = time.monotonic() + 10
+        while True:
+            held = ctx.client.run(lambda dask_worker: len(dask_worker.data))
+            if sum(held.values()) == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert sum(held.values()) == 0, held
+        assert open_run(str(tmp_path / "run.zarr")).attrs["tilesky_status"] == (
+            "complete"
+        )
+
+
 def test_run_too_large_for_memory_streams_through_the_store(
     sim, tmp_path, capsys, monkeypatch
 ):

@@ -451,8 +451,14 @@ def run_to_store(
         raise
     result.timings["metrics"] = round(time.perf_counter() - metrics_start, 4)
     store.drain()
-    # From here on the outputs are read from the store, not held in memory.
+    # From here on the outputs are read from the store: the result no longer
+    # refers to intermediates kept in the worker's memory, which are freed.
     store.outputs = {item[0]: store.stored(item[0], item[1].chunks) for item in items}
+    result.arrays = {n: store.outputs[n] for n in result.arrays}
+    result.mesh_arrays = {n: store.outputs[n] for n in result.mesh_arrays}
+    result.first_mesh_arrays = {
+        n: store.outputs[f"first_{n}"] for n in result.first_mesh_arrays
+    }
     result.timings["total"] = round(time.perf_counter() - start, 4)
     store.write_json("metrics.json", metrics)
     store.finish(
