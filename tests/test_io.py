@@ -31,6 +31,7 @@ from tilesky.io import (
     is_url,
     open_image,
     parse_storage_options,
+    run_tiles,
     strip_credentials,
 )
 
@@ -93,6 +94,23 @@ def test_aligned_chunks_rounds_up_to_box_multiples():
             aligned_chunks((10, 10), bad, 2)
     with pytest.raises(InputError, match=r"^box_size=0 is not valid"):
         aligned_chunks((10, 10), 4, 0)
+
+
+def test_run_tiles_are_large_whole_multiples_of_the_input_chunks():
+    # ~2048 px a side, whole input chunks, box-aligned.
+    assert run_tiles((6000, 6000), (1020, 1020), 30, threads=2) == (2040, 2040)
+    assert run_tiles((16384, 16384), (1000, 500), 10, threads=64) == (2000, 2000)
+    assert run_tiles((9000, 9000), (4096, 4096), 32, threads=2) == (4096, 4096)
+    # Fewer tiles than threads: one row band per thread, the full width...
+    assert run_tiles((2000, 2000), (1020, 1020), 30, threads=2) == (1020, 2010)
+    assert run_tiles((3000, 1000), (600, 600), 10, threads=3) == (1000, 1000)
+    # ... unless bands would be thin: then the input's chunks.
+    assert run_tiles((2000, 2000), (1020, 1020), 30, threads=8) == (1020, 1020)
+    assert run_tiles((330, 390), (150, 150), 30, threads=2) == (150, 150)
+    # Every tile edge stays a box multiple.
+    for shape in ((2000, 2000), (6001, 4999), (777, 12000)):
+        ty, tx = run_tiles(shape, (90, 120), (30, 40), threads=4)
+        assert ty % 30 == 0 and tx % 40 == 0
 
 
 def test_is_url_and_strip_credentials():

@@ -22,8 +22,16 @@ import numpy as np
 import xarray as xr
 
 from tilesky._version import __version__
+from tilesky.cluster import thread_count
 from tilesky.config import Config, load_config
-from tilesky.io import ImageInput, InputError, is_url, open_image, strip_credentials
+from tilesky.io import (
+    ImageInput,
+    InputError,
+    is_url,
+    open_image,
+    run_tiles,
+    strip_credentials,
+)
 from tilesky.kernels._ring import ring_depth
 from tilesky.pipeline import PipelineResult, run_pipeline
 from tilesky.store import RunStore, StoreError
@@ -371,18 +379,25 @@ def run_to_store(
 ) -> RunStore:
     """Run the pipeline from ``source`` into the run store ``out``.
 
+    Without ``chunks`` the tiles are :func:`tilesky.io.run_tiles` of the
+    input's chunks and the cluster's thread count (large tiles: less halo
+    recomputed, fewer tasks).
+
     Intermediates are checkpointed under ``out/_work`` so a killed run can be
     resumed with ``resume=True``; the store is marked complete last.
     """
     start = time.perf_counter()
-    image = _open_sized(
-        source,
-        config,
-        variable=variable,
-        hdu=hdu,
-        chunks=chunks,
-        storage_options=storage_options,
-    )
+    opened = {"variable": variable, "hdu": hdu, "storage_options": storage_options}
+    image = _open_sized(source, config, chunks=chunks, **opened)
+    if chunks is None:
+        tiles = run_tiles(
+            image.data.shape,
+            image.data.chunksize,
+            config.chunk_multiple,
+            threads=thread_count(),
+        )
+        if tiles != image.data.chunksize:
+            image = _open_sized(source, config, chunks=tiles, **opened)
     scene = _apply_weight(
         image.data, _aux_map(weight, image, "weight", storage_options, tiled=True)
     )

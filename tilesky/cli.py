@@ -52,8 +52,9 @@ def _add_execution(p: argparse.ArgumentParser) -> None:
         type=_chunks,
         metavar="N",
         help="tile size in pixels, N or NY,NX (rounded up to a multiple of "
-        "the mesh boxes and the fit grid; default 1024, i.e. 1050 with the "
-        "default boxes)",
+        "the mesh boxes and the fit grid); default for `run`: whole multiples "
+        "of the input's chunks about 2048 px a side, or one row band per "
+        "thread when that gives fewer tiles than threads",
     )
     _add_storage_option(p)
 

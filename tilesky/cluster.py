@@ -39,6 +39,7 @@ __all__ = [
     "current_client",
     "execution",
     "holdable_bytes",
+    "thread_count",
     "workers_in_this_process",
 ]
 
@@ -238,6 +239,16 @@ def current_client() -> Any | None:
         return default_client()
     except ValueError:
         return None
+
+
+def thread_count() -> int:
+    """Threads that will run tasks: the cluster's, else this machine's cores."""
+    client = current_client()
+    if client is not None:
+        threads = sum(client.nthreads().values())
+        if threads:
+            return threads
+    return int(dask.config.get("num_workers", None) or _cpu_count())
 
 
 def workers_in_this_process(client: Any) -> bool:
