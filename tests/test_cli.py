@@ -73,6 +73,21 @@ def test_default_cluster_runs_in_process_threads(sim, tmp_path, capsys):
     np.testing.assert_array_equal(ds.background.values, mono.background.values)
 
 
+def test_in_process_cluster_serves_its_dashboard():
+    """The inproc scheduler has no host: the printed link is built from the
+    dashboard's own port, and answers."""
+    import urllib.request
+
+    from tilesky.cluster import execution
+
+    said = []
+    with execution(None, announce=said.append) as ctx:
+        assert ctx.dashboard_link.startswith("http://127.0.0.1:")
+        assert ctx.dashboard_link in said[0]
+        with urllib.request.urlopen(ctx.dashboard_link, timeout=60) as response:
+            assert response.status == 200
+
+
 def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, monkeypatch):
     """In-process worker: outputs are kept in memory and written behind.
 
