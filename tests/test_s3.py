@@ -245,6 +245,23 @@ def test_zarr_on_s3_with_endpoint_option(moto, data, capsys):
     _assert_no_secret(moto, "from_zarr.zarr", captured)
 
 
+def test_default_cluster_keeps_in_memory_and_writes_to_s3(moto, data, capsys):
+    """The default in-process cluster: intermediates kept in its memory,
+    blocks written to the object store behind the run; same arrays."""
+    out = f"s3://{BUCKET}/default_cluster.zarr"
+    opts = ["--storage-option", f"endpoint_url={moto.url}"]
+    code = main(["run", f"s3://{BUCKET}/scene.zarr", out, *RUN_OPTS, *opts])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "one in-process worker" in captured.err
+    storage = {"endpoint_url": moto.url}
+    ds = open_run(out, storage_options=storage)
+    assert ds.attrs["tilesky_status"] == "complete"
+    _assert_same(_arrays(out, storage), data["arrays"])
+    assert not _fs(moto).exists(f"{BUCKET}/default_cluster.zarr/_work")
+    _assert_no_secret(moto, "default_cluster.zarr", captured)
+
+
 def test_fits_on_s3_with_credentials_as_options(moto, data, capsys, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
