@@ -201,6 +201,26 @@ def test_failed_background_write_fails_the_run(sim, tmp_path, capsys, monkeypatc
         open_run(str(out))
 
 
+def test_error_mid_run_on_the_default_cluster(tmp_path, capsys):
+    """A constant image fails at its first noise estimate, after checkpoints
+    were kept and their writes queued: one error line, exit 1, and the store
+    is either gone or marked unfinished, never complete."""
+    scene = tmp_path / "flat.zarr"
+    flat = zarr.open_array(
+        str(scene), mode="w", shape=(300, 300), chunks=(150, 150), dtype="f4"
+    )
+    flat[:] = 1.0
+    out = tmp_path / "run.zarr"
+    code = main(["run", str(scene), str(out), "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("tilesky: error: the noise of the image is zero"), err
+    if out.exists():
+        status = zarr.open_group(str(out), mode="r").attrs["tilesky_status"]
+        assert status == "running"
+
+
 def _assert_one_line_error(code, capsys, pattern):
     err = capsys.readouterr().err.strip()
     assert code == 1
