@@ -88,23 +88,29 @@ def test_in_process_cluster_serves_its_dashboard():
             assert response.status == 200
 
 
-def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def kept(monkeypatch):
+    """Whether each write_arrays(keep=True) call kept its arrays in memory."""
+    from tilesky.store import RunStore
+
+    calls = []
+    keeping = RunStore._keeping_client
+
+    def spy(self, arrays):
+        client = keeping(self, arrays)
+        calls.append(client is not None)
+        return client
+
+    monkeypatch.setattr(RunStore, "_keeping_client", spy)
+    return calls
+
+
+def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, kept):
     """In-process worker: outputs are kept in memory and written behind.
 
     Every output chunk is on disk when the run says complete; checkpoints
     written in the background are gone.
     """
-    from tilesky.store import RunStore
-
-    kept = []
-    keeping = RunStore._keeping_client
-
-    def spy(self, arrays):
-        client = keeping(self, arrays)
-        kept.append(client is not None)
-        return client
-
-    monkeypatch.setattr(RunStore, "_keeping_client", spy)
     out = tmp_path / "run.zarr"
     code = main(["run", str(sim), str(out), "--chunks", "150", "--no-report"])
     assert code == 0, capsys.readouterr().err
@@ -148,23 +154,13 @@ def test_kept_intermediates_are_freed_when_the_run_ends(sim, tmp_path):
 
 
 def test_run_too_large_for_memory_streams_through_the_store(
-    sim, tmp_path, capsys, monkeypatch
+    sim, tmp_path, capsys, monkeypatch, kept
 ):
     """All or nothing: when a run's intermediates would not fit, none is kept
     in memory; every checkpoint is written and read back, same result."""
     import tilesky.cluster
-    from tilesky.store import RunStore
 
     monkeypatch.setattr(tilesky.cluster, "holdable_bytes", lambda client=None: 1)
-    kept = []
-    keeping = RunStore._keeping_client
-
-    def spy(self, arrays):
-        client = keeping(self, arrays)
-        kept.append(client is not None)
-        return client
-
-    monkeypatch.setattr(RunStore, "_keeping_client", spy)
     out = tmp_path / "run.zarr"
     code = main(["run", str(sim), str(out), "--chunks", "150", "--no-report"])
     assert code == 0, capsys.readouterr().err
