@@ -153,6 +153,26 @@ def test_kept_intermediates_are_freed_when_the_run_ends(sim, tmp_path):
         )
 
 
+def test_drain_refuses_writes_that_never_finished(tmp_path):
+    """A block write cancelled (or lost with its cluster) is not counted as
+    written: drain() says so instead of letting the run be marked complete."""
+    import time
+
+    from tilesky.cluster import execution
+    from tilesky.store import RunStore
+
+    store = RunStore(str(tmp_path / "run.zarr"))
+    with execution(None, dashboard=False, announce=lambda msg: None) as ctx:
+        done = ctx.client.submit(lambda: 1, pure=False)
+        slow = ctx.client.submit(time.sleep, 2, pure=False)
+        done.result()
+        slow.cancel()
+        store._pending = [done, slow]
+        with pytest.raises(StoreError, match=r"1 block write\(s\) .* did not finish"):
+            store.drain()
+    assert store.blocks_written == 1
+
+
 def test_run_too_large_for_memory_streams_through_the_store(
     sim, tmp_path, capsys, monkeypatch, kept
 ):

@@ -26,6 +26,7 @@ a temporary file and renames it), as are object-store PUTs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -455,15 +456,28 @@ class RunStore:
 
         _SKIP_CHECKPOINTS.add(self._run)
         try:
-            wait(pending)
+            # wait() raises once all are done if some were cancelled; every
+            # future that did not finish is accounted for below.
+            with contextlib.suppress(Exception):
+                wait(pending)
         finally:
             _SKIP_CHECKPOINTS.discard(self._run)
         error = None
+        unfinished = 0
         for future in pending:
             if future.status == "finished":
                 self.blocks_written += future.result()
-            elif error is None and future.status == "error":
-                error = future.exception()
+            elif future.status == "error":
+                error = error or future.exception()
+            else:
+                unfinished += 1
+        if error is None and unfinished:
+            # Cancelled or lost with the cluster: the blocks may be missing.
+            msg = (
+                f"{unfinished} block write(s) to {_display(self.url)!r} did not "
+                "finish (the cluster stopped?); run again with --resume"
+            )
+            error = StoreError(msg)
         if error is not None and raise_errors:
             raise error
 
