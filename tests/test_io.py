@@ -101,6 +101,8 @@ def test_run_tiles_are_large_whole_multiples_of_the_input_chunks():
     assert run_tiles((6000, 6000), (1020, 1020), 30, threads=2) == (2040, 2040)
     assert run_tiles((16384, 16384), (1000, 500), 10, threads=64) == (2000, 2000)
     assert run_tiles((9000, 9000), (4096, 4096), 32, threads=2) == (4096, 4096)
+    # Strips of chunks: about the same area, not 2048 of their rows.
+    assert run_tiles((20000, 16384), (1, 16384), 1, threads=2) == (256, 16384)
     # Fewer tiles than threads: one row band per thread, the full width...
     assert run_tiles((2000, 2000), (1020, 1020), 30, threads=2) == (1020, 2010)
     assert run_tiles((3000, 1000), (600, 600), 10, threads=3) == (1000, 1000)

@@ -276,7 +276,8 @@ def run_tiles(
     """The tiles a run uses when the caller chose none.
 
     Whole multiples of the input's (box-aligned) ``chunks``, about
-    :data:`RUN_TILE` pixels a side. An image with fewer such tiles than
+    :data:`RUN_TILE` pixels a side, or of about that area when the input's
+    chunks are long strips. An image with fewer such tiles than
     ``threads`` is cut into one row band per thread instead (a band has a
     halo on two sides only), as long as bands stay at least a quarter of
     :data:`RUN_TILE` high; otherwise the input's chunks are the tiles.
@@ -291,11 +292,12 @@ def run_tiles(
     (1020, 1020)
     """
     ny, nx = (int(n) for n in shape)
-    edges = []
-    for n, c in zip((ny, nx), chunks, strict=True):
-        k = max(1, round(RUN_TILE / c))
-        edges.append(min(k * int(c), n))
-    tiles = aligned_chunks((ny, nx), tuple(edges), box_size)
+    cy, cx = (int(c) for c in chunks)
+    tx = min(max(1, round(RUN_TILE / cx)) * cx, nx)
+    # Rows to make the area about RUN_TILE**2: a strip of chunks 16384 wide
+    # gets ~256 rows, not 2048.
+    ty = min(max(1, round(RUN_TILE * RUN_TILE / (tx * cy))) * cy, ny)
+    tiles = aligned_chunks((ny, nx), (ty, tx), box_size)
     if -(-ny // tiles[0]) * -(-nx // tiles[1]) >= threads:
         return tiles
     band = -(-ny // max(1, threads))
