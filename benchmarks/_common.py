@@ -74,6 +74,35 @@ def write_record(path: Path, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def blob_image(
+    size: int,
+    *,
+    seed: int = 0,
+    n_blobs: int,
+    sigma: tuple[float, float],
+    flux: tuple[float, float],
+):
+    """Unit noise, a gentle gradient and ``n_blobs`` Gaussian sources (float32).
+
+    Blob widths and fluxes are drawn uniformly from the ``sigma`` and ``flux``
+    ranges. numpy is imported here, so that importing this module still
+    leaves :func:`one_thread` a chance to act first.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    image = rng.normal(0.0, 1.0, size=(size, size)).astype(np.float32)
+    image += 0.5 * (xx + yy) / size
+    for _ in range(n_blobs):
+        y0, x0 = rng.uniform(0, size, 2)
+        width = rng.uniform(*sigma)
+        amplitude = rng.uniform(*flux)
+        r2 = (yy - y0) ** 2 + (xx - x0) ** 2
+        image += (amplitude * np.exp(-r2 / (2 * width**2))).astype(np.float32)
+    return image
+
+
 TILESKY = str(Path(sys.executable).with_name("tilesky"))
 
 

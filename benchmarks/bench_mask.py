@@ -14,7 +14,7 @@ loading the on-disk cache) are timed on their own and kept out of the
 comparison.
 """
 
-from _common import one_thread, runs, write_record
+from _common import blob_image, one_thread, runs, write_record
 
 # One thread everywhere, before numpy/numba are imported.
 one_thread()
@@ -39,17 +39,7 @@ RESULTS = Path(__file__).parent / "results" / "bench_mask.json"
 
 def make_image(size: int, seed: int = 0) -> np.ndarray:
     """Noise, a gentle gradient and a few dozen Gaussian sources (float32)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    image = rng.normal(0.0, 1.0, size=(size, size)).astype(np.float32)
-    image += 0.5 * (xx + yy) / size
-    for _ in range(40):
-        y0, x0 = rng.uniform(0, size, 2)
-        sigma = rng.uniform(1.5, 6.0)
-        flux = rng.uniform(5.0, 100.0)
-        r2 = (yy - y0) ** 2 + (xx - x0) ** 2
-        image += (flux * np.exp(-r2 / (2 * sigma**2))).astype(np.float32)
-    return image
+    return blob_image(size, seed=seed, n_blobs=40, sigma=(1.5, 6.0), flux=(5.0, 100.0))
 
 
 def identical(fast: np.ndarray, ref: np.ndarray) -> bool:

@@ -10,7 +10,7 @@ tilesky call (numba compile, or loading the on-disk cache) is timed on its own
 and kept out of the comparison.
 """
 
-from _common import one_thread, timed, write_record
+from _common import blob_image, one_thread, timed, write_record
 
 # One thread everywhere, before numpy/numba are imported.
 one_thread()
@@ -30,17 +30,7 @@ RESULTS = Path(__file__).parent / "results" / "bench_ring.json"
 
 def make_image(size: int, seed: int = 0) -> np.ndarray:
     """Noise, a gentle gradient and a few bright Gaussian blobs (float32)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    image = rng.normal(0.0, 1.0, size=(size, size)).astype(np.float32)
-    image += 0.5 * (xx + yy) / size
-    for _ in range(12):
-        y0, x0 = rng.uniform(0, size, 2)
-        sigma = rng.uniform(2.0, 8.0)
-        flux = rng.uniform(20.0, 200.0)
-        r2 = (yy - y0) ** 2 + (xx - x0) ** 2
-        image += (flux * np.exp(-r2 / (2 * sigma**2))).astype(np.float32)
-    return image
+    return blob_image(size, seed=seed, n_blobs=12, sigma=(2.0, 8.0), flux=(20.0, 200.0))
 
 
 def main(argv=None) -> int:
