@@ -378,6 +378,15 @@ class SourceState:
             _Table.combine([self.pending, other.pending]),
         ).settle()
 
+    @classmethod
+    def of_table(cls, shape: tuple[int, int], table: _Table) -> SourceState:
+        """The state of one chunk: every box pending in ``table``, then settled."""
+        empty_i = np.zeros(0, dtype=np.int64)
+        empty_f = np.zeros(0)
+        return cls(
+            shape, empty_i, empty_f, empty_f, np.zeros(0, dtype=bool), empty_i, table
+        ).settle()
+
     def settle(self) -> SourceState:
         """Move the boxes that are now complete to the per-source arrays."""
         t = self.pending
@@ -715,16 +724,7 @@ def _source_state_reference(diff, bkg, mask, origin, spec: _Spec, src) -> Source
     counts[_SRC_FRES] = np.isfinite(d)
     counts[_SRC_FBKG] = np.isfinite(b)
     raw = _Table(k, (_exact_values(d), _exact_values(b)), counts)
-    empty_i = np.zeros(0, dtype=np.int64)
-    return SourceState(
-        spec.shape,
-        empty_i,
-        np.zeros(0),
-        np.zeros(0),
-        np.zeros(0, dtype=bool),
-        empty_i,
-        _Table.combine([raw]),
-    ).settle()
+    return SourceState.of_table(spec.shape, _Table.combine([raw]))
 
 
 def _source_state(diff, bkg, mask, origin, spec: _Spec, src) -> SourceState:
@@ -752,16 +752,7 @@ def _source_state(diff, bkg, mask, origin, spec: _Spec, src) -> SourceState:
         ExactSums(int(q), limbs[:, seen]) if limbs.shape[0] else _zero_sums(seen.sum())
         for q, limbs in zip(q0.tolist(), (limbs_d, limbs_b), strict=True)
     )
-    empty_i = np.zeros(0, dtype=np.int64)
-    return SourceState(
-        spec.shape,
-        empty_i,
-        np.zeros(0),
-        np.zeros(0),
-        np.zeros(0, dtype=bool),
-        empty_i,
-        _Table(keys[seen], sums, counts[:, seen]),
-    ).settle()
+    return SourceState.of_table(spec.shape, _Table(keys[seen], sums, counts[:, seen]))
 
 
 def _block_state(
