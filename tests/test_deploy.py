@@ -61,3 +61,20 @@ def test_slurm_and_dockerfile_name_the_same_image_and_command():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert f"-t {IMAGE}" in dockerfile
     compile(py, "tilesky_slurm.py", "exec")
+
+
+def test_image_workers_start_without_the_malloc_trim_threshold():
+    """The image's /etc/dask file removes distributed's MALLOC_TRIM_THRESHOLD_
+    from the workers' environment and keeps the thread caps."""
+    import dask
+    from distributed.nanny import _get_env_variables
+
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY deploy/dask/tilesky.yaml /etc/dask/tilesky.yaml" in dockerfile
+    assert "/etc/dask" in dask.config.paths
+    settings = yaml.safe_load((DEPLOY / "dask" / "tilesky.yaml").read_text())
+    merged = dask.config.update(dask.config.merge(dask.config.config), settings)
+    with dask.config.set(merged):
+        env = _get_env_variables("distributed.nanny.pre-spawn-environ")
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    assert env["OMP_NUM_THREADS"] == "1"
