@@ -164,6 +164,40 @@ def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, kept):
     assert a.attrs["metrics"] == b.attrs["metrics"]
 
 
+def test_local_worker_processes_keep_intermediates(sim, tmp_path, capsys, kept):
+    """``--workers 2``: intermediates stay in the worker processes' memory,
+    halos move between them, and the result equals the threads run."""
+    out = tmp_path / "run.zarr"
+    args = ["--chunks", "150", "--no-report"]
+    code = main(["run", str(sim), str(out), *args, "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    assert kept and all(kept), kept
+    group = zarr.open_group(str(out), mode="r")
+    assert group.attrs["tilesky_status"] == "complete"
+    assert "_work" not in group
+    threads = tmp_path / "threads.zarr"
+    assert main(["run", str(sim), str(threads), *args, "--scheduler", "threads"]) == 0
+    a, b = xr.open_zarr(str(out)), xr.open_zarr(str(threads))
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert a.attrs["metrics"] == b.attrs["metrics"]
+
+
+def test_an_existing_scheduler_streams_intermediates_through_the_store():
+    """Only clusters tilesky started keep a run's intermediates in memory."""
+    from distributed import Client, LocalCluster
+
+    from tilesky.cluster import execution, keeps_intermediates
+
+    with execution(None, dashboard=False, announce=lambda msg: None) as ctx:
+        assert keeps_intermediates(ctx.client)
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        assert not keeps_intermediates(client)
+
+
 def test_kept_intermediates_are_freed_when_the_run_ends(sim, tmp_path):
     """Nothing of a finished run stays in the in-process worker's memory."""
     import time

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +40,8 @@ __all__ = [
     "current_client",
     "execution",
     "holdable_bytes",
+    "keeps_intermediates",
     "thread_count",
-    "workers_in_this_process",
 ]
 
 log = logging.getLogger("tilesky")
@@ -69,6 +70,10 @@ class ExecutionContext:
 #: without it (the other thread caps stay); arrays above glibc's 32 MiB
 #: mmap ceiling are still returned to the OS when freed.
 _WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+#: Clients of the local clusters started by :func:`execution`.
+_LOCAL_CLIENTS: weakref.WeakSet = weakref.WeakSet()
 
 
 def _cpu_count() -> int:
@@ -150,7 +155,7 @@ def execution(
         # to the scheduler and this client through memory (inproc): results
         # and intermediates are handed over without serialization, and
         # tilesky keeps small intermediates in its memory (see
-        # workers_in_this_process). The dashboard is served on ``host``
+        # keeps_intermediates). The dashboard is served on ``host``
         # either way.
         where = {"protocol": "tcp", "host": host} if processes else {}
         try:
@@ -168,6 +173,7 @@ def execution(
             msg = f"cannot start a local Dask cluster: {exc}"
             raise ClusterError(msg) from None
         client = Client(cluster)
+        _LOCAL_CLIENTS.add(client)
         link = None
         if dashboard:
             # distributed builds the link from the scheduler's address, which
@@ -264,15 +270,18 @@ def thread_count() -> int:
     return int(dask.config.get("num_workers", None) or _cpu_count())
 
 
-def workers_in_this_process(client: Any) -> bool:
-    """Whether every worker of ``client`` runs inside this process.
+def keeps_intermediates(client: Any) -> bool:
+    """Whether a run may keep its intermediates in ``client``'s workers.
 
-    True for the default local cluster (its worker speaks the ``inproc``
-    transport): its results are plain objects in this address space, so
-    keeping an intermediate in its memory costs no copy or transfer.
+    True for the local clusters :func:`execution` starts, in-process or with
+    worker processes: their workers live and die with this process, so an
+    intermediate kept in their memory is lost only with the run itself, and
+    the next stage reads it without a write and a read back. A run on an
+    existing scheduler streams every intermediate through the store: there
+    a worker can be lost (preempted nodes, other users' memory pressure)
+    while the run goes on, and its stored blocks need not be recomputed.
     """
-    workers = client.scheduler_info().get("workers", {})
-    return bool(workers) and all(addr.startswith("inproc://") for addr in workers)
+    return client in _LOCAL_CLIENTS
 
 
 def holdable_bytes(client: Any | None = None) -> int:

@@ -110,8 +110,8 @@ def open_run(url: str, *, storage_options: dict | None = None):
 
 
 #: Runs whose remaining checkpoint writes are no longer wanted (their
-#: outputs are written, or they failed). Read by write tasks of workers in
-#: this process only: checkpoints kept in memory exist only there.
+#: outputs are written, or they failed). Seen by the write tasks of the
+#: in-process worker only; worker processes write every checkpoint block.
 _SKIP_CHECKPOINTS: set[str] = set()
 
 
@@ -340,10 +340,11 @@ class RunStore:
         ``items`` holds ``(path, array, dims, attrs)`` tuples; returns the
         stored arrays, read back lazily.
 
-        With ``keep``, when the run's workers live in this process, the store
+        With ``keep``, on a local cluster started by tilesky (see
+        :func:`tilesky.cluster.keeps_intermediates`), when the store
         was created by this object (no block exists yet) and the run's
         intermediates fit in memory (see ``keep_bytes``): the arrays are
-        computed into the worker's memory and returned from there, and their
+        computed into the workers' memory and returned from there, and their
         blocks are written in the background (:meth:`drain` waits for the
         writes). The next stage then neither waits for the writes nor reads
         the blocks back. Checkpoint blocks (under ``_work/``) are written
@@ -378,13 +379,12 @@ class RunStore:
 
     def _keeping_client(self, arrays) -> Any | None:
         """The in-process client to keep ``arrays`` with, or None."""
-        from tilesky.cluster import current_client, holdable_bytes
-        from tilesky.cluster import workers_in_this_process as in_process
+        from tilesky.cluster import current_client, holdable_bytes, keeps_intermediates
 
         if self.keep_bytes is None:
             return None
         client = current_client()
-        if client is None or not in_process(client):
+        if client is None or not keeps_intermediates(client):
             return None
         # All or nothing: a run whose intermediates would not all fit keeps
         # none (a mosaic streams through the store), so memory stays bounded
