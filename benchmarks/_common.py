@@ -107,14 +107,29 @@ TILESKY = str(Path(sys.executable).with_name("tilesky"))
 
 
 class PeakMemory:
-    """Sample the summed RSS of a process tree until stopped."""
+    """Sample the summed RSS of a process tree until stopped.
+
+    Also keeps each process's CPU time (user + system) as last sampled:
+    ``cpu_root`` for the process itself (with a local cluster: the client
+    and the scheduler), ``cpu_children`` for the rest (worker processes).
+    A child's CPU after its last sample is missed (at most ``interval``).
+    """
 
     def __init__(self, pid: int, interval: float = 0.1):
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def cpu_root(self) -> float:
+        return self._cpu.get(self.pid, 0.0)
+
+    @property
+    def cpu_children(self) -> float:
+        return sum(t for pid, t in self._cpu.items() if pid != self.pid)
 
     def _run(self) -> None:
         try:
@@ -130,6 +145,8 @@ class PeakMemory:
             for p in procs:
                 try:
                     total += p.memory_info().rss
+                    times = p.cpu_times()
+                    self._cpu[p.pid] = times.user + times.system
                 except psutil.NoSuchProcess:
                     pass
             self.peak = max(self.peak, total)
@@ -144,17 +161,27 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_cli(args: list[str], *, memory: bool = False) -> tuple[float, int, str]:
-    """Run ``tilesky ARGS``; return (wall seconds, peak bytes, stderr)."""
+def run_cli(
+    args: list[str], *, memory: bool = False, cpu: dict | None = None
+) -> tuple[float, int, str]:
+    """Run ``tilesky ARGS``; return (wall seconds, peak bytes, stderr).
+
+    With ``cpu`` (a dict), the process tree is sampled and ``cpu`` receives
+    the CPU seconds of the tilesky process (``"tilesky"``) and of its
+    children (``"workers"``).
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(
         [TILESKY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     peak = 0
-    if memory:
+    if memory or cpu is not None:
         with PeakMemory(proc.pid) as pm:
             _out, err = proc.communicate()
         peak = pm.peak
+        if cpu is not None:
+            cpu["tilesky"] = round(pm.cpu_root, 2)
+            cpu["workers"] = round(pm.cpu_children, 2)
     else:
         _out, err = proc.communicate()
     wall = time.perf_counter() - start

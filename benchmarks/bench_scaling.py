@@ -9,8 +9,10 @@ for comparison, the default in-process cluster (one worker, a thread per
 core) and dask's threaded scheduler without a cluster. Each run's pipeline
 time (the store's ``timings.total``: stages and metrics, without interpreter
 and cluster start) is printed too, so the fixed start-up cost can be told
-from the part that scales. An untimed run first fills the numba cache.
-Writes benchmarks/results/bench_scaling.json.
+from the part that scales, and the CPU seconds of the tilesky process
+(client and scheduler; with the default cluster also its worker) and of
+the worker processes, which share this machine's cores. An untimed run
+first fills the numba cache. Writes benchmarks/results/bench_scaling.json.
 """
 
 from __future__ import annotations
@@ -65,19 +67,37 @@ def main() -> None:
             best = None
             for _ in range(args.repeat):
                 out = f"{tmp}/out.zarr"
-                wall, _, _ = run_cli(["run", scene, out, *common, *extra])
+                cpu: dict = {}
+                wall, _, _ = run_cli(["run", scene, out, *common, *extra], cpu=cpu)
                 pipeline = zarr.open_group(out, mode="r").attrs["timings"]["total"]
                 if best is None or wall < best["wall_s"]:
-                    best = {"wall_s": wall, "pipeline_s": pipeline}
+                    best = {
+                        "wall_s": wall,
+                        "pipeline_s": pipeline,
+                        "cpu_tilesky_s": cpu["tilesky"],
+                        "cpu_workers_s": cpu["workers"],
+                    }
             results[label] = best
     one, two = results["1 worker process"], results["2 worker processes"]
     speedup = one["wall_s"] / two["wall_s"]
     speedup_pipeline = one["pipeline_s"] / two["pipeline_s"]
     print(f"mosaic {args.size}x{args.size}, chunks {args.chunks}")
-    print(f"{'cluster':<34}{'wall s':>9}{'Mpix/s':>9}{'pipeline s':>12}")
+    cores = os.cpu_count() or 1
+    print(
+        f"{'cluster':<34}{'wall s':>9}{'Mpix/s':>9}{'pipeline s':>12}"
+        f"{'CPU tilesky':>13}{'CPU workers':>13}{'busy':>7}"
+    )
     for label, r in results.items():
         rate = args.size**2 / r["wall_s"] / 1e6
-        print(f"{label:<34}{r['wall_s']:>9.1f}{rate:>9.2f}{r['pipeline_s']:>12.1f}")
+        busy = (r["cpu_tilesky_s"] + r["cpu_workers_s"]) / (r["wall_s"] * cores)
+        print(
+            f"{label:<34}{r['wall_s']:>9.1f}{rate:>9.2f}{r['pipeline_s']:>12.1f}"
+            f"{r['cpu_tilesky_s']:>13.1f}{r['cpu_workers_s']:>13.1f}{busy:>7.0%}"
+        )
+    print(
+        "CPU tilesky: the tilesky process (client, scheduler, in-process "
+        f"worker); busy: all CPU over wall x {cores} cores"
+    )
     print(
         f"speed-up 2 vs 1 worker process: {speedup:.2f}x end to end, "
         f"{speedup_pipeline:.2f}x pipeline"
