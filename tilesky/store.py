@@ -464,13 +464,17 @@ class RunStore:
             _SKIP_CHECKPOINTS.discard(self._run)
         error = None
         unfinished = 0
+        finished = []
         for future in pending:
             if future.status == "finished":
-                self.blocks_written += future.result()
+                finished.append(future)
             elif future.status == "error":
                 error = error or future.exception()
             else:
                 unfinished += 1
+        if finished:
+            # One gather, not a round trip to a worker per block.
+            self.blocks_written += sum(finished[0].client.gather(finished))
         if error is None and unfinished:
             # Cancelled or lost with the cluster: the blocks may be missing.
             msg = (
