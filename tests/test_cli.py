@@ -184,7 +184,8 @@ def test_local_worker_processes_keep_intermediates(sim, tmp_path, capsys, kept):
 
 
 def test_an_existing_scheduler_streams_intermediates_through_the_store():
-    """Only clusters tilesky started keep a run's intermediates in memory."""
+    """Clusters tilesky started, or whose workers live in this process, keep
+    a run's intermediates in memory; other worker processes do not."""
     from distributed import Client, LocalCluster
 
     from tilesky.cluster import execution, keeps_intermediates
@@ -193,6 +194,13 @@ def test_an_existing_scheduler_streams_intermediates_through_the_store():
         assert keeps_intermediates(ctx.client)
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        assert keeps_intermediates(client)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         assert not keeps_intermediates(client)

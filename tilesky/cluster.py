@@ -273,15 +273,20 @@ def thread_count() -> int:
 def keeps_intermediates(client: Any) -> bool:
     """Whether a run may keep its intermediates in ``client``'s workers.
 
-    True for the local clusters :func:`execution` starts, in-process or with
-    worker processes: their workers live and die with this process, so an
-    intermediate kept in their memory is lost only with the run itself, and
-    the next stage reads it without a write and a read back. A run on an
-    existing scheduler streams every intermediate through the store: there
-    a worker can be lost (preempted nodes, other users' memory pressure)
-    while the run goes on, and its stored blocks need not be recomputed.
+    True when the workers live and die with this process: the local
+    clusters :func:`execution` starts (in-process or with worker
+    processes), and any cluster whose workers all run inside this process
+    (``inproc``). An intermediate kept in their memory is then lost only
+    with the run itself, and the next stage reads it without a write and a
+    read back. A run on an existing scheduler streams every intermediate
+    through the store: there a worker can be lost (preempted nodes, other
+    users' memory pressure) while the run goes on, and its stored blocks
+    need not be recomputed.
     """
-    return client in _LOCAL_CLIENTS
+    if client in _LOCAL_CLIENTS:
+        return True
+    workers = client.scheduler_info().get("workers", {})
+    return bool(workers) and all(addr.startswith("inproc://") for addr in workers)
 
 
 def holdable_bytes(client: Any | None = None) -> int:
