@@ -95,7 +95,10 @@ def _page_faults_of_large_temporaries():
 
     import numpy as np
 
-    np.ones(2**21, dtype=np.float32)  # one large free first: glibc adapts
+    # Two large frees first: glibc raises its mmap threshold on the first,
+    # and the heap has grown to hold one array after the second.
+    np.ones(2**21, dtype=np.float32)
+    np.ones(2**21, dtype=np.float32)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
         np.ones(2**21, dtype=np.float32)  # 8 MiB, about a tile
@@ -105,8 +108,9 @@ def _page_faults_of_large_temporaries():
 def test_worker_processes_reuse_memory_for_tile_temporaries(monkeypatch):
     """Worker processes of the local cluster start without distributed's
     MALLOC_TRIM_THRESHOLD_, which makes every 8 MiB temporary a fresh,
-    page-faulted mmap (measured here: ~10000 faults for 20 arrays with it,
-    ~500 without; one array is 2048 pages)."""
+    page-faulted mmap (measured: 10000-41000 faults for 20 arrays with it,
+    depending on transparent huge pages; 0 without; one array is 2048
+    pages)."""
     from tilesky.cluster import execution
 
     # An earlier cluster in this process may have left it in os.environ,
@@ -119,8 +123,8 @@ def test_worker_processes_reuse_memory_for_tile_temporaries(monkeypatch):
         faults = ctx.client.run(_page_faults_of_large_temporaries)
         threads = ctx.client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
     assert list(env.values()) == [None]
-    assert list(threads.values()) == ["1"]
-    assert max(faults.values()) < 2048, faults
+    assert list(threads.values()) == [os.environ.get("OMP_NUM_THREADS", "1")]
+    assert max(faults.values()) < 512, faults
 
 
 @pytest.fixture
@@ -183,12 +187,65 @@ def test_local_worker_processes_keep_intermediates(sim, tmp_path, capsys, kept):
     assert a.attrs["metrics"] == b.attrs["metrics"]
 
 
-def test_an_existing_scheduler_streams_intermediates_through_the_store():
+def test_local_worker_process_killed_mid_run_changes_nothing(sim, tmp_path):
+    """SIGKILL a ``--workers 2`` worker while it holds kept intermediates:
+    its nanny restarts it, dask recomputes what it held, same output."""
+    import signal
+    import threading
+    import time
+
+    from tilesky._dispatch import resolve_config, run_to_store
+    from tilesky.cluster import execution
+
+    out = tmp_path / "run.zarr"
+    outcome = {}
+
+    def run():
+        try:
+            run_to_store(str(sim), str(out), config=resolve_config(None), chunks=150)
+        except BaseException as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    with execution(
+        None, n_workers=2, dashboard=False, announce=lambda msg: None
+    ) as ctx:
+        victim, pid = next(iter(ctx.client.run(os.getpid).items()))
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and thread.is_alive():
+            held = ctx.client.run(
+                lambda dask_worker: len(dask_worker.data), workers=[victim]
+            )
+            if held.get(victim, 0) >= 10:
+                break
+            time.sleep(0.01)
+        assert thread.is_alive(), "the run ended before a worker could be killed"
+        os.kill(pid, signal.SIGKILL)
+        thread.join(300)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    threads = tmp_path / "threads.zarr"
+    args = ["--chunks", "150", "--no-report", "--scheduler", "threads"]
+    assert main(["run", str(sim), str(threads), *args]) == 0
+    a, b = xr.open_zarr(str(out)), xr.open_zarr(str(threads))
+    assert a.attrs["tilesky_status"] == "complete"
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_only_clusters_tied_to_this_process_keep_intermediates(monkeypatch):
     """Clusters tilesky started, or whose workers live in this process, keep
-    a run's intermediates in memory; other worker processes do not."""
+    a run's intermediates in memory; a cluster it only connects to (here a
+    plain LocalCluster of worker processes) does not."""
     from distributed import Client, LocalCluster
 
     from tilesky.cluster import execution, keeps_intermediates
+
+    # The plain cluster's nanny writes MALLOC_TRIM_THRESHOLD_ into this
+    # process's environment: restore it afterwards.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
 
     with execution(None, dashboard=False, announce=lambda msg: None) as ctx:
         assert keeps_intermediates(ctx.client)

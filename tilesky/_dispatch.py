@@ -356,7 +356,7 @@ def estimate_background(
 
 
 #: Full-resolution float32 images a run keeps when its intermediates stay in
-#: the in-process worker's memory: scene, ring-median stage, mask and
+#: the workers' memory: scene, ring-median stage, mask and
 #: background per round, the four outputs (masks count a quarter).
 _KEPT_IMAGES = 12
 
