@@ -111,8 +111,9 @@ class PeakMemory:
 
     Also keeps each process's CPU time (user + system) as last sampled:
     ``cpu_root`` for the process itself (with a local cluster: the client
-    and the scheduler), ``cpu_children`` for the rest (worker processes).
-    A child's CPU after its last sample is missed (at most ``interval``).
+    and the scheduler), ``cpu_children`` for the rest (worker processes,
+    and multiprocessing's resource tracker, which uses next to none). A
+    process's CPU after its last sample is missed (at most ``interval``).
     """
 
     def __init__(self, pid: int, interval: float = 0.1):
