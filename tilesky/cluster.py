@@ -66,9 +66,10 @@ class ExecutionContext:
 #: temporary (megabytes) is then a fresh mmap whose pages the kernel zeroes
 #: one fault at a time. On a 6000x6000 run with one worker process that was
 #: 17 of the worker's 46 CPU seconds in the kernel; without it the run is
-#: about 1.4x as fast (49.4 -> 35.3 s, 54.2 -> 39.3 s in an A/B). Workers of the local cluster start
-#: without it (the other thread caps stay); arrays above glibc's 32 MiB
-#: mmap ceiling are still returned to the OS when freed.
+#: about 1.4x as fast (49.4 -> 35.3 s, 54.2 -> 39.3 s in an A/B). Workers
+#: of the local cluster start without it (the other thread caps stay);
+#: arrays above glibc's 32 MiB mmap ceiling are still returned to the OS
+#: when freed.
 _WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
