@@ -340,8 +340,8 @@ class RunStore:
         ``items`` holds ``(path, array, dims, attrs)`` tuples; returns the
         stored arrays, read back lazily.
 
-        With ``keep``, on a cluster whose workers live and die with this
-        process (see :func:`tilesky.cluster.keeps_intermediates`), when the store
+        With ``keep``, on a cluster this process started or hosts (see
+        :func:`tilesky.cluster.keeps_intermediates`), when the store
         was created by this object (no block exists yet) and the run's
         intermediates fit in memory (see ``keep_bytes``): the arrays are
         computed into the workers' memory and returned from there, and their
