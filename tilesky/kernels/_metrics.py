@@ -707,18 +707,10 @@ def _nb_source_pass(diff, has_diff, bkg, mask, ly, lx, expected, visit):
     n_pos = max(q_hi[0] + 3 - q_lo[0], 0), max(q_hi[1] + 3 - q_lo[1], 0)
     limbs_d = np.zeros((n, n_pos[0]), np.int64)
     limbs_b = np.zeros((n, n_pos[1]), np.int64)
+    # Views with a unit middle axis, for the shared digit adder.
+    acc_d = limbs_d.reshape((n, 1, n_pos[0]))
+    acc_b = limbs_b.reshape((n, 1, n_pos[1]))
     for j in range(m):
-        i = owner[j]
-        q, d0, d1, d2 = _split(values[j, 0])
-        if q >= 0:
-            q -= q_lo[0]
-            limbs_d[i, q] += d0
-            limbs_d[i, q + 1] += d1
-            limbs_d[i, q + 2] += d2
-        q, d0, d1, d2 = _split(values[j, 1])
-        if q >= 0:
-            q -= q_lo[1]
-            limbs_b[i, q] += d0
-            limbs_b[i, q + 1] += d1
-            limbs_b[i, q + 2] += d2
+        _nb_add_digits(acc_d, owner[j], 0, values[j, 0], q_lo[0])
+        _nb_add_digits(acc_b, owner[j], 0, values[j, 1], q_lo[1])
     return counts, q_lo, limbs_d.T, limbs_b.T
