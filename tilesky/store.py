@@ -16,9 +16,10 @@ Root attributes: ``tilesky_status`` (``"running"`` until the very last write,
 then ``"complete"``), ``tilesky_version``, ``config``, ``input``, ``wcs_header``,
 ``timings``, ``noise``, ``metrics``.
 
-Every array is written block by block, one task per block, and a block that
-already exists in the store is not computed again: a run that was killed
-continues with ``resume=True`` from the blocks it had written. Block writes
+Every array is written block by block (one task writes a tile's block of
+every array written together), and a block that already exists in the store
+is not computed again: a run that was killed continues with ``resume=True``
+from the blocks it had written. Block writes
 are idempotent (same bytes every time), so a block that a killed worker was
 writing is simply written again. Local chunk writes are atomic (zarr writes
 a temporary file and renames it), as are object-store PUTs.
@@ -131,6 +132,14 @@ def _write_block(
     )
     arr[region] = block
     return 1
+
+
+def _write_blocks(blocks, url: str, storage_options, paths, regions, run=None) -> int:
+    """Write one block of each of several arrays; the number written."""
+    return sum(
+        _write_block(block, url, storage_options, path, region, run)
+        for block, path, region in zip(blocks, paths, regions, strict=True)
+    )
 
 
 async def _keys_with_prefix(store, prefix: str) -> set[str]:
@@ -372,7 +381,11 @@ class RunStore:
         tasks = self._write_tasks(arrays, targets, existing)
         if tasks:
             paths = ", ".join(item[0] for item in items)
-            label = f"writing {paths} ({len(tasks)} blocks)"
+            n_blocks = sum(
+                int(np.prod(a.numblocks)) - len(done)
+                for a, done in zip(arrays, existing, strict=True)
+            )
+            label = f"writing {paths} ({n_blocks} blocks)"
             self.blocks_written += sum(_progress.compute(*tasks, label=label))
         return [
             self._stored(target, item[1].chunks)
@@ -399,7 +412,13 @@ class RunStore:
         return client
 
     def _write_tasks(self, arrays, targets, existing, run=None) -> list:
-        tasks = []
+        """One task per block position: it writes that block of every array.
+
+        Arrays with the same block grid (the full-resolution maps and the
+        mesh maps of one run: one block per tile) share their tasks, so a
+        tile's outputs cost the scheduler one task instead of one per array.
+        """
+        groups: dict[tuple, list] = {}
         for array, target, done in zip(arrays, targets, existing, strict=True):
             bounds = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks]
             # Low-level fusion would rename tasks after the chain they fuse
@@ -407,9 +426,6 @@ class RunStore:
             # stage's name on the dashboard, for a handful more tasks.
             with dask.config.set({"optimization.fuse.active": False}):
                 blocks = array.to_delayed()
-            # Keys ("store-<unique>", i, j): the dashboard groups them as
-            # "store", and two runs sharing a scheduler never share a key.
-            name = f"store-{uuid.uuid4().hex}"
             for index in np.ndindex(*blocks.shape):
                 if index in done:
                     self.blocks_skipped += 1
@@ -418,17 +434,25 @@ class RunStore:
                     slice(int(b[i]), int(b[i + 1]))
                     for b, i in zip(bounds, index, strict=True)
                 )
-                tasks.append(
-                    dask.delayed(_write_block, pure=False)(
-                        blocks[index],
-                        self.url,
-                        self.storage_options or None,
-                        target.path,
-                        region,
-                        run,
-                        dask_key_name=(name, *index),
-                    )
+                entry = (blocks[index], target.path, region)
+                groups.setdefault((blocks.shape, index), []).append(entry)
+        # Keys ("store-<unique>", i, j): the dashboard groups them as "store",
+        # and two runs sharing a scheduler never share a key.
+        names: dict[tuple, str] = {}
+        tasks = []
+        for (grid, index), entries in groups.items():
+            name = names.setdefault(grid, f"store-{uuid.uuid4().hex}")
+            tasks.append(
+                dask.delayed(_write_blocks, pure=False)(
+                    [e[0] for e in entries],
+                    self.url,
+                    self.storage_options or None,
+                    [e[1] for e in entries],
+                    [e[2] for e in entries],
+                    run,
+                    dask_key_name=(name, *index),
                 )
+            )
         return tasks
 
     def _stored(self, target, chunks) -> da.Array:
