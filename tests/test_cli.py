@@ -307,6 +307,48 @@ def test_drain_refuses_writes_that_never_finished(tmp_path):
     assert store.blocks_written == 1
 
 
+def test_grouped_block_writes_resume_per_array_and_block(tmp_path):
+    """One task writes a tile's block of every array on the same block grid;
+    arrays on another grid get their own tasks; a resumed write skips the
+    blocks already stored, array by array, and writes only the missing one."""
+    import dask
+    import dask.array as da
+
+    from tilesky.store import RunStore
+
+    url = str(tmp_path / "run.zarr")
+    full = np.arange(60 * 50, dtype=np.float32).reshape(60, 50)
+    arrays = {
+        "image": da.from_array(full, chunks=(30, 25)),  # 2 x 2 blocks
+        "twice": da.from_array(2 * full, chunks=(30, 25)),  # same grid
+        "mesh": da.from_array(full[:6, :5], chunks=(3, 3)),  # 2 x 2, other sizes
+        "rows": da.from_array(full[:9], chunks=(3, 50)),  # 3 x 1 blocks
+    }
+    items = [(name, a, None, None) for name, a in arrays.items()]
+    store = RunStore(url)
+    assert store.create()
+    tasks = store._write_tasks(
+        list(arrays.values()),
+        [store._target(*item) for item in items],
+        [set() for _ in items],
+    )
+    # image, twice and mesh share the four 2 x 2 positions; rows has three.
+    assert len(tasks) == 4 + 3
+    with dask.config.set(scheduler="sync"):
+        store.write_arrays(items)
+    assert (store.blocks_written, store.blocks_skipped) == (4 + 4 + 4 + 3, 0)
+
+    # A killed run: one block of "twice" never reached the store.
+    (tmp_path / "run.zarr" / "twice" / "c" / "1" / "0").unlink()
+    resumed = RunStore(url)
+    assert resumed.create(resume=True)
+    with dask.config.set(scheduler="sync"):
+        stored = resumed.write_arrays(items)
+    assert (resumed.blocks_written, resumed.blocks_skipped) == (1, 14)
+    for (name, expected), got in zip(arrays.items(), stored, strict=True):
+        np.testing.assert_array_equal(got.compute(), expected.compute(), name)
+
+
 def test_run_too_large_for_memory_streams_through_the_store(
     sim, tmp_path, capsys, monkeypatch, kept
 ):

@@ -328,7 +328,9 @@ def test_task_names_read_like_the_pipeline(reference):
         # "metrics-merge").
         assert any(p.split("-")[0] == "metrics" for p in prefixes), sorted(prefixes)
     # Blocks are written by "store" tasks; one task writes a tile's block of
-    # every array written together (the outputs: ten arrays per tile).
+    # every array written together (the outputs: ten arrays per tile), so
+    # there are fewer of them than blocks, even with the pipeline's last
+    # stage named "store" too (test_grouped_block_writes_* counts exactly).
     assert 0 < prefixes["store"] < reference["blocks"]["written"], prefixes
     assert reference["blocks"]["skipped"] == 0
 

@@ -19,10 +19,10 @@ then ``"complete"``), ``tilesky_version``, ``config``, ``input``, ``wcs_header``
 Every array is written block by block (one task writes a tile's block of
 every array written together), and a block that already exists in the store
 is not computed again: a run that was killed continues with ``resume=True``
-from the blocks it had written. Block writes
-are idempotent (same bytes every time), so a block that a killed worker was
-writing is simply written again. Local chunk writes are atomic (zarr writes
-a temporary file and renames it), as are object-store PUTs.
+from the blocks it had written. Block writes are idempotent (same bytes
+every time), so a block that a killed worker was writing is simply written
+again. Local chunk writes are atomic (zarr writes a temporary file and
+renames it), as are object-store PUTs.
 """
 
 from __future__ import annotations
@@ -135,7 +135,11 @@ def _write_block(
 
 
 def _write_blocks(blocks, url: str, storage_options, paths, regions, run=None) -> int:
-    """Write one block of each of several arrays; the number written."""
+    """Write one block of each of several arrays; the number written.
+
+    A failing write fails the task: the blocks it wrote before stay in the
+    store (a resumed run skips them) but are not counted as written.
+    """
     return sum(
         _write_block(block, url, storage_options, path, region, run)
         for block, path, region in zip(blocks, paths, regions, strict=True)
