@@ -59,6 +59,49 @@ def test_tiling_invariant_odd_crop(crop, mono_crop, noise_mode, chunks):
     _assert_same(tiled, mono_crop)
 
 
+@pytest.mark.parametrize("chunks", [128, (512, 256)])
+def test_tiling_invariant_with_tiled_meshes(crop, mono_crop, noise_mode, chunks):
+    """Meshes above WHOLE_MESH_BYTES are filled, filtered and interpolated
+    tile by tile with halos (small ones as one block): same result."""
+    from tilesky.tiled import stages
+
+    before = stages.WHOLE_MESH_BYTES
+    stages.WHOLE_MESH_BYTES = 0
+    try:
+        tiled = estimate_background(
+            crop, chunks=chunks, overrides=[f"noise_mode={noise_mode}"]
+        )
+    finally:
+        stages.WHOLE_MESH_BYTES = before
+    _assert_same(tiled, mono_crop)
+
+
+def test_small_meshes_are_one_block_large_ones_tiled(monkeypatch):
+    import dask.array as da
+
+    from tilesky.estimators import make_estimator, make_sigma_clip
+    from tilesky.kernels._mesh import mesh_statistics
+    from tilesky.tiled import stages
+
+    rng = np.random.default_rng(1)
+    image = da.from_array(rng.normal(size=(120, 90)).astype(np.float32), chunks=30)
+    kw = {
+        "box_size": (10, 10),
+        "exclude_percentile": 10.0,
+        "sigma_clip": make_sigma_clip(3.0, 10),
+        "bkg_estimator": make_estimator("sextractor", "bkg"),
+        "bkg_rms_estimator": make_estimator("std", "rms"),
+    }
+    whole = stages.Tiled().mesh_stats(mesh_statistics, image, None, name="m", **kw)
+    assert [m.numblocks for m in whole] == [(1, 1)] * 3
+    assert [m.dtype for m in whole] == [np.float32, np.float32, np.int32]
+    monkeypatch.setattr(stages, "WHOLE_MESH_BYTES", 0)
+    tiled = stages.Tiled().mesh_stats(mesh_statistics, image, None, name="m", **kw)
+    assert [m.numblocks for m in tiled] == [(4, 3)] * 3
+    for a, b in zip(whole, tiled, strict=True):
+        np.testing.assert_array_equal(a.compute(), b.compute())
+
+
 def test_power_of_two_boxes_take_chunks_as_given(scene_1000):
     cfg = Config().with_overrides(["first_mesh.box_size=8", "final_mesh.box_size=4"])
     image = scene_1000.scene.values[:700, :900]

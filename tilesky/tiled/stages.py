@@ -33,6 +33,27 @@ def _local_kernel(*arrays, regions, out_region, func, kw, dtype):
     return crop_to(out, regions[0], out_region)
 
 
+def _same(array):
+    return array
+
+
+def _whole(array: da.Array, *, dtype, name: str) -> da.Array:
+    """``array`` as one block (of ``dtype``), assembled by one named task.
+
+    An explicit task rather than ``rechunk``: dask's slice optimization
+    rewrites a slice of a rechunked array differently from one computation
+    to the next, and a distributed scheduler refuses a key whose task changed.
+    """
+    return tile_map(
+        _local_kernel,
+        [TileInput(array)],
+        name=name,
+        dtype=dtype,
+        out_chunks=tuple((int(n),) for n in array.shape),
+        kwargs={"func": _same, "kw": {}, "dtype": np.dtype(dtype)},
+    )
+
+
 def _stack_mesh(bkg, rms, n_good):
     # n_good < 2**24 (a box's pixel count) is exact in float32.
     return np.stack([bkg, rms, n_good.astype(np.float32)]).astype(np.float32)
@@ -93,6 +114,16 @@ def _sum_states(states):
     if states[0] is None:
         return None
     return sum(states, start=MomentState())
+
+
+#: Mesh statistics up to this size (the three stacked maps; 16 MiB is a
+#: 6000x6000 image with 6 x 6 boxes, 1e6 boxes) are filled, filtered and
+#: handed to the interpolation as one block: each of those steps is then one
+#: task instead of one per tile, where a tile's share takes a fraction of
+#: the scheduler's millisecond per task; the result is the monolithic one by
+#: construction. Larger meshes stay tiled, so that the filter's window stack
+#: is spread over the workers rather than held by one.
+WHOLE_MESH_BYTES = 16 * 2**20
 
 
 #: Reductions of arrays up to this size (mesh maps read back from the store)
@@ -238,7 +269,14 @@ class Tiled:
         # compute the box statistics once per map.
         if stage is not None:
             stacked = self.checkpoint(f"{stage}_mesh_stats", stacked)
-        return stacked[0], stacked[1], stacked[2].astype(np.int32)
+        maps = (stacked[0], stacked[1], stacked[2])
+        if stacked.nbytes <= WHOLE_MESH_BYTES:
+            dtypes = (np.float32, np.float32, np.int32)
+            return tuple(
+                _whole(m, dtype=t, name="mesh-merge")
+                for m, t in zip(maps, dtypes, strict=True)
+            )
+        return maps[0], maps[1], maps[2].astype(np.int32)
 
     def to_pixels(
         self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
