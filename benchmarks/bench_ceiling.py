@@ -20,7 +20,7 @@ The speed-up of such a graph is about the most a pipeline whose tasks are
 that size can get from the second worker here: the scheduler and the
 client share the two cores with the two workers, and each task costs them
 CPU. Compare with ``bench_scaling.py``: tilesky's 6000x6000 run is about
-3300 tasks for 29 CPU seconds of its worker process, 9 ms a task. Writes
+2400 tasks for 26 CPU seconds of its worker process, 11 ms a task. Writes
 benchmarks/results/bench_ceiling.json.
 """
 
