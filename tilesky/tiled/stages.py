@@ -41,8 +41,9 @@ def _whole(array: da.Array, *, dtype, name: str) -> da.Array:
     """``array`` as one block (of ``dtype``), assembled by one named task.
 
     An explicit task rather than ``rechunk``: dask's slice optimization
-    rewrites a slice of a rechunked array differently from one computation
-    to the next, and a distributed scheduler refuses a key whose task changed.
+    rewrote a slice of a rechunked array differently from one computation
+    to the next, and a distributed scheduler warns that a key whose task
+    changed "can cause failures and deadlocks".
     """
     return tile_map(
         _local_kernel,
