@@ -50,6 +50,12 @@ def timed(func, *args, **kwargs) -> tuple[float, object]:
     return seconds[0], result
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time (user + system) a process has used so far."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def environment() -> dict:
     """The ``versions`` and ``machine`` entries every benchmark record carries."""
     packages = ("tilesky", "numpy", "scipy", "numba", "dask")
@@ -146,8 +152,7 @@ class PeakMemory:
             for p in procs:
                 try:
                     total += p.memory_info().rss
-                    times = p.cpu_times()
-                    self._cpu[p.pid] = times.user + times.system
+                    self._cpu[p.pid] = cpu_seconds(p)
                 except psutil.NoSuchProcess:
                     pass
             self.peak = max(self.peak, total)

@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
-from _common import one_thread, write_record
+from _common import cpu_seconds, one_thread, runs, write_record
 
 RESULTS = Path(__file__).parent / "results"
 
-#: Tasks per chain: from tilesky's count on the 6000x6000 benchmark (about
-#: 100 per tile) down to a few per tile.
+#: Tasks per chain: from above tilesky's count on the 6000x6000 benchmark
+#: (about 67 per tile) down to a few per tile.
 PER_CHAIN = (100, 50, 25, 10, 5)
 
 #: Values a task works on (float32): in a core's cache, or a tile.
@@ -65,12 +66,8 @@ def _work(previous: float | None, seed: int, units: int, size: int) -> float:
 
 def _median_seconds(size: int, units: int) -> float:
     _work(None, 0, units, size)
-    times = []
-    for i in range(11):
-        start = time.perf_counter()
-        _work(None, i, units, size)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    seconds, _ = runs(11, _work, None, 1, units, size)
+    return statistics.median(seconds)
 
 
 def _calibrate(size: int) -> tuple[float, float]:
@@ -91,11 +88,6 @@ def _graph(tiles: int, per_chain: int, units: int, size: int) -> tuple[dict, lis
     return graph, [f"ideal-{chain}-{per_chain - 1}" for chain in range(tiles)]
 
 
-def _cpu_seconds(process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
 def _run(workers: int, graph: dict, keys: list, repeat: int) -> dict:
     """Best wall time, with the CPU of the workers and of this process."""
     import psutil
@@ -106,12 +98,12 @@ def _run(workers: int, graph: dict, keys: list, repeat: int) -> dict:
         # Workers import numpy before the clock starts.
         ctx.client.run(lambda: __import__("numpy"))
         pids = ctx.client.run(os.getpid).values()
-        workers_ = [psutil.Process(pid) for pid in pids]
+        worker_processes = [psutil.Process(pid) for pid in pids]
         here = psutil.Process()
         best: dict = {"wall_s": float("inf")}
         for _ in range(repeat):
-            cpu0 = [_cpu_seconds(p) for p in workers_]
-            here0 = _cpu_seconds(here)
+            cpu0 = [cpu_seconds(p) for p in worker_processes]
+            here0 = cpu_seconds(here)
             start = time.perf_counter()
             ctx.client.get(graph, keys)
             wall = time.perf_counter() - start
@@ -119,9 +111,10 @@ def _run(workers: int, graph: dict, keys: list, repeat: int) -> dict:
                 best = {
                     "wall_s": wall,
                     "cpu_workers_s": sum(
-                        _cpu_seconds(p) - c for p, c in zip(workers_, cpu0, strict=True)
+                        cpu_seconds(p) - c
+                        for p, c in zip(worker_processes, cpu0, strict=True)
                     ),
-                    "cpu_here_s": _cpu_seconds(here) - here0,
+                    "cpu_here_s": cpu_seconds(here) - here0,
                 }
     return best
 
