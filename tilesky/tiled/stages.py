@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from tilesky.kernels._noise import MomentState, clip_bounds, moment_state, moments
 from tilesky.tiled._overlap import TileInput, crop_to, tile_map
@@ -33,26 +34,43 @@ def _local_kernel(*arrays, regions, out_region, func, kw, dtype):
     return crop_to(out, regions[0], out_region)
 
 
-def _same(array):
-    return array
+def _merge_layer(layer, dtype, row_bounds, col_bounds, *blocks):
+    """Layer ``layer`` of a stacked map's blocks (row-major), as one array."""
+    out = np.empty((int(row_bounds[-1]), int(col_bounds[-1])), dtype=dtype)
+    n_cols = len(col_bounds) - 1
+    for k, block in enumerate(blocks):
+        i, j = divmod(k, n_cols)
+        out[row_bounds[i] : row_bounds[i + 1], col_bounds[j] : col_bounds[j + 1]] = (
+            block[layer]
+        )
+    return out
 
 
-def _whole(array: da.Array, *, dtype, name: str) -> da.Array:
-    """``array`` as one block (of ``dtype``), assembled by one named task.
+def _whole_layers(stacked: da.Array, dtypes, *, name: str) -> tuple[da.Array, ...]:
+    """Each layer of the stacked maps ``stacked`` as a one-block array.
 
-    An explicit task rather than ``rechunk``: dask's slice optimization
-    rewrote a slice of a rechunked array differently from one computation
-    to the next, and a distributed scheduler warns that a key whose task
-    changed "can cause failures and deadlocks".
+    One task per layer reads the tiles' blocks directly: slicing a layer
+    out first would add a task per layer and tile. An explicit task rather
+    than ``rechunk``: dask's slice optimization rewrote a slice of a
+    rechunked array differently from one computation to the next, and a
+    distributed scheduler warns that a key whose task changed "can cause
+    failures and deadlocks".
     """
-    return tile_map(
-        _local_kernel,
-        [TileInput(array)],
-        name=name,
-        dtype=dtype,
-        out_chunks=tuple((int(n),) for n in array.shape),
-        kwargs={"func": _same, "kw": {}, "dtype": np.dtype(dtype)},
-    )
+    _, ny, nx = stacked.numblocks
+    rows, cols = (tuple(int(b) for b in np.cumsum((0, *c))) for c in stacked.chunks[1:])
+    blocks = [(stacked.name, 0, i, j) for i in range(ny) for j in range(nx)]
+    out = []
+    for layer, dtype in enumerate(dtypes):
+        dtype = np.dtype(dtype)
+        out_name = f"{name}-{tokenize(stacked.name, layer, dtype)}"
+        graph = HighLevelGraph.from_collections(
+            out_name,
+            {(out_name, 0, 0): (_merge_layer, layer, dtype, rows, cols, *blocks)},
+            dependencies=[stacked],
+        )
+        chunks = tuple((int(n),) for n in stacked.shape[1:])
+        out.append(da.Array(graph, out_name, chunks, meta=np.empty((0, 0), dtype)))
+    return tuple(out)
 
 
 def _stack_mesh(bkg, rms, n_good):
@@ -270,14 +288,11 @@ class Tiled:
         # compute the box statistics once per map.
         if stage is not None:
             stacked = self.checkpoint(f"{stage}_mesh_stats", stacked)
-        maps = (stacked[0], stacked[1], stacked[2])
         if stacked.nbytes <= WHOLE_MESH_BYTES:
-            dtypes = (np.float32, np.float32, np.int32)
-            return tuple(
-                _whole(m, dtype=t, name="mesh-merge")
-                for m, t in zip(maps, dtypes, strict=True)
+            return _whole_layers(
+                stacked, (np.float32, np.float32, np.int32), name="mesh-merge"
             )
-        return maps[0], maps[1], maps[2].astype(np.int32)
+        return stacked[0], stacked[1], stacked[2].astype(np.int32)
 
     def to_pixels(
         self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
