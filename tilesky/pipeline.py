@@ -70,15 +70,26 @@ class PipelineResult:
 # -- stage kernels (module-level so they pickle to workers) ---------------
 
 
-def _difference(scene, ring):
-    return (scene.astype(np.float32) - ring).astype(np.float32)
+def _ring_smoothed(scene, *, radius_in, width, sigma, truncate):
+    """``scene`` minus its ring median, smoothed: the first mask's detection map.
+
+    One task per tile for the three steps, on the sum of their halos.
+    """
+    ring = ring_median(scene, radius_in=radius_in, width=width)
+    difference = (scene.astype(np.float32) - ring).astype(np.float32)
+    return smooth(difference, sigma, truncate=truncate)
 
 
-def _first_mask(smoothed, noise=None, *, n_sigma, radius, level=None):
-    noise = level if noise is None else noise
+def _first_mask(smoothed, *more, n_sigma, radius, level=None, with_noise=False):
+    """Detections dilated, OR a coverage mask (last in ``more``, if given)."""
+    noise = more[0] if with_noise else level
+    coverage = more[1:] if with_noise else more
     with np.errstate(invalid="ignore"):
         detected = np.isfinite(smoothed) & (smoothed > n_sigma * noise)
-    return dilate_mask(detected, radius)
+    out = dilate_mask(detected, radius)
+    for m in coverage:
+        out |= m
+    return out
 
 
 def _scale_mask(
@@ -99,15 +110,43 @@ def _scale_mask(
     return dilate_mask(size_filter(detected, n_pixels), radius)
 
 
-def _masked(values, mask):
-    return np.where(mask, np.float32(np.nan), values).astype(np.float32)
+def _scale_masks(
+    residual,
+    *more,
+    scales,
+    truncate,
+    n_sigma,
+    n_pixels,
+    level=None,
+    with_noise=False,
+):
+    """Union of the multi-scale masks (and a coverage mask, last in ``more``).
 
-
-def _or_masks(*masks):
-    out = masks[0].copy()
-    for m in masks[1:]:
+    One task per tile for all scales: each scale is computed on the halo of
+    the widest one, which is exact since a deeper halo only adds pixels
+    that scale does not reach.
+    """
+    noise = more[0] if with_noise else None
+    coverage = more[1:] if with_noise else more
+    out = np.zeros(residual.shape, dtype=bool)
+    for sigma, radius in scales:
+        out |= _scale_mask(
+            residual,
+            noise,
+            sigma=sigma,
+            truncate=truncate,
+            n_sigma=n_sigma,
+            n_pixels=n_pixels,
+            radius=radius,
+            level=level,
+        )
+    for m in coverage:
         out |= m
     return out
+
+
+def _masked(values, mask):
+    return np.where(mask, np.float32(np.nan), values).astype(np.float32)
 
 
 def _filter_pair(mesh, threshold_mesh, *, filter_size, filter_threshold, global_min):
@@ -372,29 +411,20 @@ def run_pipeline(
         stats_scene = scene
 
     # 1. ring median and the first mask
-    ring = backend.local(
-        functools.partial(
-            ring_median, radius_in=cfg.ring.radius_in, width=cfg.ring.width
-        ),
-        [stats_scene],
-        depth=ring_depth(cfg.ring.radius_in, cfg.ring.width),
-        dtype=np.float32,
-        name="ring-median",
-    )
-    diff = backend.local(
-        _difference,
-        [stats_scene, ring],
-        depth=0,
-        dtype=np.float32,
-        name="ring-difference",
-    )
     fm = cfg.first_mask
     smoothed = backend.local(
-        functools.partial(smooth, sigma=fm.smooth_sigma, truncate=cfg.smooth_truncate),
-        [diff],
-        depth=gaussian_depth(fm.smooth_sigma, cfg.smooth_truncate),
+        functools.partial(
+            _ring_smoothed,
+            radius_in=cfg.ring.radius_in,
+            width=cfg.ring.width,
+            sigma=fm.smooth_sigma,
+            truncate=cfg.smooth_truncate,
+        ),
+        [stats_scene],
+        depth=ring_depth(cfg.ring.radius_in, cfg.ring.width)
+        + gaussian_depth(fm.smooth_sigma, cfg.smooth_truncate),
         dtype=np.float32,
-        name="source-mask",
+        name="ring-median",
     )
     smoothed = backend.checkpoint("first_smoothed", smoothed)
     lap("ring_median")
@@ -422,6 +452,9 @@ def run_pipeline(
             want_background=False,
         )
         mask_inputs = [smoothed, local_rms]
+        first_kw["with_noise"] = True
+    if coverage_mask is not None:
+        mask_inputs.append(coverage_mask)
     mask = backend.local(
         functools.partial(_first_mask, **first_kw),
         mask_inputs,
@@ -429,10 +462,6 @@ def run_pipeline(
         dtype=bool,
         name="source-mask",
     )
-    if coverage_mask is not None:
-        mask = backend.local(
-            _or_masks, [mask, coverage_mask], depth=0, dtype=bool, name="source-mask"
-        )
     mask = backend.checkpoint("first_mask", mask)
     lap("first_mask")
 
@@ -483,35 +512,31 @@ def run_pipeline(
         else:
             noise_inputs = [background_rms]
             level = None
-        scale_masks = []
-        for fwhm, radius in zip(sm.fwhm, sm.tophat_radius, strict=True):
-            sigma = fwhm_to_sigma(fwhm)
-            depth = (
-                gaussian_depth(sigma, cfg.smooth_truncate)
-                + size_filter_depth(sm.n_pixels)
-                + dilate_depth(radius)
-            )
-            scale_masks.append(
-                backend.local(
-                    functools.partial(
-                        _scale_mask,
-                        sigma=sigma,
-                        truncate=cfg.smooth_truncate,
-                        n_sigma=sm.n_sigma,
-                        n_pixels=sm.n_pixels,
-                        radius=radius,
-                        level=level,
-                    ),
-                    [residual, *noise_inputs],
-                    depth=depth,
-                    dtype=bool,
-                    name="source-mask",
-                )
-            )
-        if coverage_mask is not None:
-            scale_masks.append(coverage_mask)
+        scales = [
+            (fwhm_to_sigma(fwhm), radius)
+            for fwhm, radius in zip(sm.fwhm, sm.tophat_radius, strict=True)
+        ]
+        depth = max(
+            gaussian_depth(sigma, cfg.smooth_truncate)
+            + size_filter_depth(sm.n_pixels)
+            + dilate_depth(radius)
+            for sigma, radius in scales
+        )
+        coverage = [coverage_mask] if coverage_mask is not None else []
         mask = backend.local(
-            _or_masks, scale_masks, depth=0, dtype=bool, name="source-mask"
+            functools.partial(
+                _scale_masks,
+                scales=scales,
+                truncate=cfg.smooth_truncate,
+                n_sigma=sm.n_sigma,
+                n_pixels=sm.n_pixels,
+                level=level,
+                with_noise=bool(noise_inputs),
+            ),
+            [residual, *noise_inputs, *coverage],
+            depth=depth,
+            dtype=bool,
+            name="source-mask",
         )
         mask = backend.checkpoint(f"mask_round{rnd + 1}", mask)
 
