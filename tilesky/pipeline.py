@@ -163,7 +163,12 @@ def _restore_excluded(filtered, raw):
     return np.where(np.isnan(raw), np.float32(np.nan), filtered).astype(np.float32)
 
 
-def _with_coverage(values, scene):
+def _covered(*inputs, interp, out_shape, out_offset, mesh_offset):
+    """``interp``'s map, NaN where the scene (last of ``inputs``) has no data."""
+    *rest, scene = inputs
+    values = interp(
+        *rest, out_shape=out_shape, out_offset=out_offset, mesh_offset=mesh_offset
+    )
     return np.where(np.isfinite(scene), values, np.float32(np.nan)).astype(np.float32)
 
 
@@ -224,13 +229,15 @@ def _mesh_background(
     want_background=True,
     want_rms=True,
     fallback_for=None,
+    coverage=None,
 ):
     """Background2D-like mesh stage: stats, fill, filter, interpolate.
 
     Only the full-resolution maps asked for are interpolated. With
     ``fallback_for`` (a full-resolution background with NaN holes) the
     background map is that array with its holes filled from the mesh, and
-    tiles without holes skip the interpolation.
+    tiles without holes skip the interpolation. With ``coverage`` (the
+    scene), both maps are NaN where it is not finite, in the same task.
     """
     stats_kw = {
         "exclude_percentile": m.exclude_percentile,
@@ -341,6 +348,9 @@ def _mesh_background(
         if fallback_for is not None and src is sources[0]:
             func = functools.partial(_fill_holes, interp=func)
             pixels = (fallback_for,)
+        if coverage is not None:
+            func = functools.partial(_covered, interp=func)
+            pixels = (*pixels, coverage)
         maps.append(
             backend.to_pixels(
                 func,
@@ -568,6 +578,8 @@ def run_pipeline(
             label=f"round{rnd + 1}",
             want_rms=want_rms,
             fallback_for=fit,
+            # The last round's maps are outputs: no background where no data.
+            coverage=scene if rnd == cfg.n_rounds - 1 else None,
         )
         if rnd < cfg.n_rounds - 1:
             background = backend.checkpoint(f"background_round{rnd + 1}", background)
@@ -579,12 +591,6 @@ def run_pipeline(
         # checkpoint would write and read them once more.
         lap(f"round{rnd + 1}")
 
-    background = backend.local(
-        _with_coverage, [background, scene], depth=0, dtype=np.float32, name="store"
-    )
-    background_rms = backend.local(
-        _with_coverage, [background_rms, scene], depth=0, dtype=np.float32, name="store"
-    )
     subtracted = backend.local(
         _subtract, [scene, background], depth=0, dtype=np.float32, name="store"
     )
