@@ -297,3 +297,44 @@ def test_clipping_stops_when_no_pixel_is_left():
     got = Tiled().clipped_moments(da.from_array(values, chunks=2), clip=0.1, maxiters=5)
     assert tuple(got) == want
     assert want[0] == 16
+
+
+def test_held_array_is_clipped_with_one_task_per_worker_thread():
+    """On worker processes, each pass reads the blocks where they are held."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from tilesky.tiled.stages import _held_groups
+
+    rng = np.random.default_rng(11)
+    values = rng.normal(0.0, 1.0, (120, 100)).astype(np.float32)
+    values[rng.random(values.shape) < 0.05] += 30.0
+    values[5, :] = np.nan
+    mask = rng.random(values.shape) < 0.1
+    want = _clipped_noise_reference(values, clip=3.0, maxiters=5, mask=mask)
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        held = client.persist(da.from_array(values, chunks=(30, 25)) * 1)
+        lazy = da.from_array(mask, chunks=(30, 25))
+        with get_task_stream(client) as stream:
+            got = Tiled().clipped_moments(held, clip=3.0, maxiters=5, mask=lazy)
+        groups = _held_groups(held)
+        holders = client.who_has(list(held.__dask_graph__().values()))
+    assert tuple(got) == want
+    # Every block in exactly one group, each group on one worker.
+    assert sorted(n for g in groups for n in g) == list(range(16))
+    keys = list(held.__dask_keys__())
+    flat = [k for row in keys for k in row]
+    for group in groups:
+        assert len({holders[flat[n]][0] for n in group}) == 1
+    passes = [r for r in stream.data if str(r["key"]).startswith("('noise-block")]
+    assert len(passes) % len(groups) == 0
+    assert len(groups) <= 2 < len(passes)
+    # Not held: a task per block.
+    assert _held_groups(da.from_array(values, chunks=(30, 25))) is None

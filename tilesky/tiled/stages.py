@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from tilesky.kernels._noise import MomentState, clip_bounds, moment_state, moments
@@ -123,10 +124,15 @@ def _clip_next(step: tuple, state: MomentState | None) -> tuple:
     return (n2, mean2, std2, False)
 
 
-def _state_of_block(block, mask_block, kept):
+def _state_of_blocks(blocks, mask_blocks, kept):
     if kept is None:
         return None
-    return moment_state(block, lower=kept[0], upper=kept[1], mask=mask_block)
+    return _sum_states(
+        [
+            moment_state(block, lower=kept[0], upper=kept[1], mask=mask_block)
+            for block, mask_block in zip(blocks, mask_blocks, strict=True)
+        ]
+    )
 
 
 def _sum_states(states):
@@ -155,6 +161,44 @@ def _reduce(result: da.Array, source: da.Array):
     if source.nbytes <= LOCAL_REDUCTION_BYTES and not _in_cluster_memory(result):
         return result.compute(scheduler="sync")
     return result.compute()
+
+
+def _held_groups(array: da.Array) -> list[list[int]] | None:
+    """``array``'s block numbers grouped by the worker thread that should read them.
+
+    For an array held in a cluster's memory: the blocks each worker holds,
+    split into as many runs as it has threads. A clipping pass is then a
+    task per group, scheduled where its blocks are, rather than a task per
+    block. None when the placement is not known (not held, or no client).
+    """
+    from distributed import wait
+
+    from tilesky.cluster import current_client
+
+    client = current_client()
+    if client is None or not _in_cluster_memory(array):
+        return None
+    graph = array.__dask_graph__()
+    futures = [graph[key] for key in flatten(array.__dask_keys__())]
+    try:
+        # Every pass needs every block: waiting for them first costs the
+        # first pass nothing but the round trip, and makes them placed.
+        wait(futures)
+        holders = client.who_has(futures)
+        threads = client.nthreads()
+    except Exception:  # placement is an optimization; per-block tasks still work
+        return None
+    by_worker: dict[str, list[int]] = {}
+    for number, future in enumerate(futures):
+        workers = holders.get(future.key) or ()
+        if not workers:
+            return None
+        by_worker.setdefault(workers[0], []).append(number)
+    groups = []
+    for worker, numbers in by_worker.items():
+        parts = min(max(int(threads.get(worker, 1)), 1), len(numbers))
+        groups += [[int(n) for n in g] for g in np.array_split(numbers, parts)]
+    return groups
 
 
 def _in_cluster_memory(array: da.Array) -> bool:
@@ -315,20 +359,28 @@ class Tiled:
     def clipped_moments(self, array, *, clip, maxiters, mask=None):
         """Every clipping pass in one computation: one synchronization.
 
-        Each pass is a task per block and a sum; its bounds come from the
-        previous sum inside the graph. Passes after convergence do nothing.
+        Each pass is a task per block (per worker thread for an array held
+        in a cluster's memory: see ``_held_groups``) and a sum; its bounds
+        come from the previous sum inside the graph. Passes after
+        convergence do nothing.
         """
         blocks = array.to_delayed().ravel()
         masks = mask.to_delayed().ravel() if mask is not None else [None] * len(blocks)
+        groups = _held_groups(array) or [[k] for k in range(len(blocks))]
         token = tokenize(array.name, mask.name if mask is not None else None, clip)
-        part = dask.delayed(_state_of_block, pure=True)
+        part = dask.delayed(_state_of_blocks, pure=True)
         total = dask.delayed(_sum_states, pure=True)
         kept = (-math.inf, math.inf)
         step = None
         for i in range((maxiters if clip is not None else 0) + 1):
             states = [
-                part(b, m, kept, dask_key_name=(f"noise-block-{token}", i, k))
-                for k, (b, m) in enumerate(zip(blocks, masks, strict=True))
+                part(
+                    [blocks[n] for n in group],
+                    [masks[n] for n in group],
+                    kept,
+                    dask_key_name=(f"noise-block-{token}", i, k),
+                )
+                for k, group in enumerate(groups)
             ]
             state = total(states, dask_key_name=(f"noise-sum-{token}", i))
             if step is None:
