@@ -124,7 +124,8 @@ def _clip_next(step: tuple, state: MomentState | None) -> tuple:
     return (n2, mean2, std2, False)
 
 
-def _state_of_blocks(blocks, mask_blocks, kept):
+def _state_of_blocks(blocks, mask_blocks, outcome):
+    kept = outcome[1]
     if kept is None:
         return None
     return _sum_states(
@@ -133,6 +134,14 @@ def _state_of_blocks(blocks, mask_blocks, kept):
             for block, mask_block in zip(blocks, mask_blocks, strict=True)
         ]
     )
+
+
+def _advance(states, outcome, clip):
+    """The outcome of a clipping pass: ``(step, bounds of the next pass)``."""
+    previous = outcome[0]
+    state = _sum_states(states)
+    step = _clip_start(state, clip) if previous is None else _clip_next(previous, state)
+    return step, _clip_range(step, clip)
 
 
 def _sum_states(states):
@@ -360,41 +369,34 @@ class Tiled:
         """Every clipping pass in one computation: one synchronization.
 
         Each pass is a task per block (per worker thread for an array held
-        in a cluster's memory: see ``_held_groups``) and a sum; its bounds
-        come from the previous sum inside the graph. Passes after
-        convergence do nothing.
+        in a cluster's memory: see ``_held_groups``) and one task that sums
+        their states and gives the next pass its bounds, inside the graph.
+        Passes after convergence do nothing.
         """
         blocks = array.to_delayed().ravel()
         masks = mask.to_delayed().ravel() if mask is not None else [None] * len(blocks)
         groups = _held_groups(array) or [[k] for k in range(len(blocks))]
         token = tokenize(array.name, mask.name if mask is not None else None, clip)
         part = dask.delayed(_state_of_blocks, pure=True)
-        total = dask.delayed(_sum_states, pure=True)
-        kept = (-math.inf, math.inf)
-        step = None
+        advance = dask.delayed(_advance, pure=True)
+        # A pass's outcome is (step, bounds of the next pass): one task per
+        # pass after the block states, since the passes are a chain of round
+        # trips through the scheduler.
+        outcome = (None, (-math.inf, math.inf))
         for i in range((maxiters if clip is not None else 0) + 1):
             states = [
                 part(
                     [blocks[n] for n in group],
                     [masks[n] for n in group],
-                    kept,
+                    outcome,
                     dask_key_name=(f"noise-block-{token}", i, k),
                 )
                 for k, group in enumerate(groups)
             ]
-            state = total(states, dask_key_name=(f"noise-sum-{token}", i))
-            if step is None:
-                step = dask.delayed(_clip_start, pure=True)(
-                    state, clip, dask_key_name=(f"noise-step-{token}", i)
-                )
-            else:
-                step = dask.delayed(_clip_next, pure=True)(
-                    step, state, dask_key_name=(f"noise-step-{token}", i)
-                )
-            kept = dask.delayed(_clip_range, pure=True)(
-                step, clip, dask_key_name=(f"noise-range-{token}", i)
+            outcome = advance(
+                states, outcome, clip, dask_key_name=(f"noise-step-{token}", i)
             )
-        return tuple(step.compute())[:3]
+        return tuple(outcome.compute()[0])[:3]
 
     def nanmin(self, array) -> float:
         with np.errstate(all="ignore"):
