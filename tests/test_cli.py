@@ -168,6 +168,32 @@ def test_default_cluster_writes_every_output_block(sim, tmp_path, capsys, kept):
     assert a.attrs["metrics"] == b.attrs["metrics"]
 
 
+def test_a_kept_scene_is_not_written(sim, tmp_path, capsys, monkeypatch, kept):
+    """The scene checkpoint is a copy of the input: kept in memory, it is not
+    written (a resumed run reads the input again); streamed, it is."""
+    from tilesky.store import RunStore
+
+    written = []
+    write_tasks = RunStore._write_tasks
+
+    def spy(self, arrays, targets, existing, run=None):
+        written.extend(t.path for t in targets)
+        return write_tasks(self, arrays, targets, existing, run)
+
+    monkeypatch.setattr(RunStore, "_write_tasks", spy)
+    args = ["--chunks", "150", "--no-report"]
+    assert main(["run", str(sim), str(tmp_path / "kept.zarr"), *args]) == 0
+    assert kept and all(kept), kept
+    assert "_work/scene" not in written
+    assert {"_work/first_mask", "_work/first_smoothed", "background"} <= set(written)
+    written.clear()
+    out = tmp_path / "streamed.zarr"
+    assert main(["run", str(sim), str(out), *args, "--scheduler", "threads"]) == 0
+    assert "_work/scene" in written
+    a, b = xr.open_zarr(str(tmp_path / "kept.zarr")), xr.open_zarr(str(out))
+    np.testing.assert_array_equal(a.background.values, b.background.values)
+
+
 def test_local_worker_processes_keep_intermediates(sim, tmp_path, capsys, kept):
     """``--workers 2``: intermediates stay in the worker processes' memory,
     halos move between them, and the result equals the threads run."""

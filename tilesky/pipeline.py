@@ -410,7 +410,8 @@ def run_pipeline(
         msg = "the image has no finite pixels (all NaN or inf): nothing to estimate"
         raise PipelineError(msg)
     # Read (and, for a compressed or remote input, decode) the input once.
-    scene = backend.checkpoint("scene", scene)
+    # Kept in memory, it is not written: a resumed run reads the input again.
+    scene = backend.checkpoint("scene", scene, resumable=False)
     # Statistics (ring median, noise levels) leave the user's mask out; the
     # masked pixels still receive a background.
     if coverage_mask is not None:

@@ -347,7 +347,9 @@ class RunStore:
             target.attrs.update(_jsonable(dict(attrs)))
         return target
 
-    def write_arrays(self, items, *, keep: bool = False) -> list[da.Array]:
+    def write_arrays(
+        self, items, *, keep: bool = False, write_kept: bool = True
+    ) -> list[da.Array]:
         """Write several arrays in one computation (shared inputs once).
 
         ``items`` holds ``(path, array, dims, attrs)`` tuples; returns the
@@ -366,6 +368,8 @@ class RunStore:
         complete are skipped, since only a run killed before its end reads
         them; worker processes write them all (on the 6000x6000 benchmark
         every checkpoint block was written before the outputs were).
+        With ``write_kept=False``, arrays kept in memory are not written at
+        all (a copy of the input, which a resumed run reads again).
         """
         arrays = [item[1] for item in items]
         client = self._keeping_client(arrays) if keep and self._fresh else None
@@ -374,6 +378,8 @@ class RunStore:
             arrays = client.persist(arrays)
             targets = [self._target(*item) for item in items]
             existing = [set() for _ in items]
+            if not write_kept:
+                return arrays
             work = all(item[0].startswith(f"{WORK}/") for item in items)
             tasks = self._write_tasks(
                 arrays, targets, existing, run=self._run if work else None
@@ -515,21 +521,31 @@ class RunStore:
         if error is not None and raise_errors:
             raise error
 
-    def checkpoint_many(self, arrays: Mapping[str, da.Array]) -> dict[str, da.Array]:
-        """Materialize several intermediates in one computation."""
+    def checkpoint_many(
+        self, arrays: Mapping[str, da.Array], *, resumable: bool = True
+    ) -> dict[str, da.Array]:
+        """Materialize several intermediates in one computation.
+
+        ``resumable=False`` for an intermediate a resumed run can rebuild
+        cheaply: when kept in memory it is then not written.
+        """
         names = list(arrays)
         stored = self.write_arrays(
-            [(f"{WORK}/{n}", arrays[n], None, None) for n in names], keep=True
+            [(f"{WORK}/{n}", arrays[n], None, None) for n in names],
+            keep=True,
+            write_kept=resumable,
         )
         return dict(zip(names, stored, strict=True))
 
-    def checkpoint(self, name: str, array: da.Array) -> da.Array:
+    def checkpoint(
+        self, name: str, array: da.Array, *, resumable: bool = True
+    ) -> da.Array:
         """Materialize an intermediate under ``_work/``.
 
         Read back lazily from the store, or kept in memory while its blocks
         are written (see :meth:`write_arrays`).
         """
-        return self.checkpoint_many({name: array})[name]
+        return self.checkpoint_many({name: array}, resumable=resumable)[name]
 
 
 def _display(url: str) -> str:

@@ -263,7 +263,7 @@ class WholeImage:
     def any(self, array) -> bool:
         return bool(np.any(array))
 
-    def checkpoint(self, name: str, array):
+    def checkpoint(self, name: str, array, *, resumable: bool = True):
         return array
 
     def checkpoint_many(self, arrays):
@@ -409,9 +409,14 @@ class Tiled:
     def any(self, array) -> bool:
         return bool(_reduce(da.any(array), array))
 
-    def checkpoint(self, name: str, array: da.Array) -> da.Array:
+    def checkpoint(self, name: str, array: da.Array, *, resumable: bool = True):
+        """Materialize ``array`` (see the ``checkpoint`` parameter).
+
+        ``resumable=False``: a resumed run can rebuild it cheaply, so the
+        store need not write it when it keeps it in memory.
+        """
         if self._checkpoint is not None:
-            return self._checkpoint(name, array)
+            return self._checkpoint(name, array, resumable=resumable)
         return array.persist()
 
     def checkpoint_many(self, arrays):
