@@ -20,7 +20,10 @@ untimed run first: the timed runs (best of ``--repeat``) find the workers
 with tilesky imported and its compiled kernels loaded, as on a long-lived
 cluster. What a fresh worker spends on that is paid once per run by each
 command above, by one worker or by two at the same time, so it weighs on
-the ratio there and not here. Writes benchmarks/results/bench_scaling.json.
+the ratio there and not here. For those runs the CPU seconds of the
+workers' threads (kernels, event loop, Zarr I/O) and of this process
+(client and scheduler) are printed per run: what does not divide between
+two workers. Linux only (/proc). Writes benchmarks/results/bench_scaling.json.
 """
 
 from __future__ import annotations
@@ -46,8 +49,40 @@ CONFIGS = {
 }
 
 
+#: Thread names (Python's) -> what they do, for the CPU breakdown.
+THREAD_KINDS = (
+    ("Dask-Default-Threads", "task threads"),
+    ("zarr_io", "Zarr I/O threads"),
+    ("asyncio_", "Zarr I/O threads"),
+    ("MainThread", "event loop"),
+)
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, by kind of thread."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "")
+        kind = next((k for p, k in THREAD_KINDS if p in name), "other")
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _warm_runs(scene: str, out: str, chunks: int, workers: int, repeat: int) -> dict:
-    """Best wall and pipeline seconds of runs on one warmed-up cluster."""
+    """Best wall and pipeline seconds of runs on one warmed-up cluster.
+
+    Also the CPU seconds per run of the workers' threads by kind, and of
+    this process (client and scheduler), averaged over the timed runs.
+    """
     import time
 
     from tilesky._dispatch import run_to_store
@@ -62,10 +97,24 @@ def _warm_runs(scene: str, out: str, chunks: int, workers: int, repeat: int) -> 
         wall = time.perf_counter() - start
         return wall, zarr.open_group(out, mode="r").attrs["timings"]["total"]
 
-    with execution(n_workers=workers, threads_per_worker=1, announce=lambda _: None):
+    def cpu_now(client) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for kinds in client.run(_thread_cpu).values():
+            for kind, seconds in kinds.items():
+                total[kind] = total.get(kind, 0.0) + seconds
+        times = os.times()
+        total["tilesky process"] = times.user + times.system
+        return total
+
+    with execution(
+        n_workers=workers, threads_per_worker=1, announce=lambda _: None
+    ) as ctx:
         once()
+        before = cpu_now(ctx.client)
         wall, pipeline = min(once() for _ in range(repeat))
-    return {"wall_s": wall, "pipeline_s": pipeline}
+        after = cpu_now(ctx.client)
+    cpu = {k: round((after[k] - before.get(k, 0.0)) / repeat, 2) for k in after}
+    return {"wall_s": wall, "pipeline_s": pipeline, "cpu_per_run_s": cpu}
 
 
 def main() -> None:
@@ -143,6 +192,13 @@ def main() -> None:
             f"  {n} worker process{'es' if n > 1 else '':<3} run {r['wall_s']:.1f} s, "
             f"pipeline {r['pipeline_s']:.1f} s"
         )
+    kinds = [k for _, k in THREAD_KINDS] + ["other", "tilesky process"]
+    kinds = list(dict.fromkeys(kinds))
+    print("  CPU s per run on warm workers (worker threads by kind, summed):")
+    print(f"  {'':<20}" + "".join(f"{f'{n} worker(s)':>14}" for n in warm))
+    for kind in kinds:
+        cells = (r["cpu_per_run_s"].get(kind, 0.0) for r in warm.values())
+        print(f"  {kind:<20}" + "".join(f"{c:>14.1f}" for c in cells))
     print(f"speed-up 2 vs 1 worker process, warm workers: {warm_speedup:.2f}x")
     load_end = os.getloadavg()
     print(f"load average at start {load_start}, at end {load_end}")
