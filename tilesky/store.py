@@ -376,10 +376,10 @@ class RunStore:
         if client is not None:
             # Computing starts before the arrays' metadata is written.
             arrays = client.persist(arrays)
-            targets = [self._target(*item) for item in items]
-            existing = [set() for _ in items]
             if not write_kept:
                 return arrays
+            targets = [self._target(*item) for item in items]
+            existing = [set() for _ in items]
             work = all(item[0].startswith(f"{WORK}/") for item in items)
             tasks = self._write_tasks(
                 arrays, targets, existing, run=self._run if work else None

@@ -35,16 +35,10 @@ def _local_kernel(*arrays, regions, out_region, func, kw, dtype):
     return crop_to(out, regions[0], out_region)
 
 
-def _merge_layer(layer, dtype, row_bounds, col_bounds, *blocks):
+def _merge_layer(layer, dtype, n_cols, *blocks):
     """Layer ``layer`` of a stacked map's blocks (row-major), as one array."""
-    out = np.empty((int(row_bounds[-1]), int(col_bounds[-1])), dtype=dtype)
-    n_cols = len(col_bounds) - 1
-    for k, block in enumerate(blocks):
-        i, j = divmod(k, n_cols)
-        out[row_bounds[i] : row_bounds[i + 1], col_bounds[j] : col_bounds[j + 1]] = (
-            block[layer]
-        )
-    return out
+    rows = [blocks[k : k + n_cols] for k in range(0, len(blocks), n_cols)]
+    return np.block([[b[layer] for b in row] for row in rows]).astype(dtype)
 
 
 def _whole_layers(stacked: da.Array, dtypes, *, name: str) -> tuple[da.Array, ...]:
@@ -58,7 +52,6 @@ def _whole_layers(stacked: da.Array, dtypes, *, name: str) -> tuple[da.Array, ..
     failures and deadlocks".
     """
     _, ny, nx = stacked.numblocks
-    rows, cols = (tuple(int(b) for b in np.cumsum((0, *c))) for c in stacked.chunks[1:])
     blocks = [(stacked.name, 0, i, j) for i in range(ny) for j in range(nx)]
     out = []
     for layer, dtype in enumerate(dtypes):
@@ -66,7 +59,7 @@ def _whole_layers(stacked: da.Array, dtypes, *, name: str) -> tuple[da.Array, ..
         out_name = f"{name}-{tokenize(stacked.name, layer, dtype)}"
         graph = HighLevelGraph.from_collections(
             out_name,
-            {(out_name, 0, 0): (_merge_layer, layer, dtype, rows, cols, *blocks)},
+            {(out_name, 0, 0): (_merge_layer, layer, dtype, nx, *blocks)},
             dependencies=[stacked],
         )
         chunks = tuple((int(n),) for n in stacked.shape[1:])
@@ -282,9 +275,11 @@ class Tiled:
     Parameters
     ----------
     checkpoint : callable, optional
-        ``checkpoint(name, array) -> array`` materializes an intermediate
-        (the store writes it to the run's Zarr group and reads it back); the
-        default persists it in the cluster's memory.
+        ``checkpoint(name, array, *, resumable) -> array`` materializes an
+        intermediate (the store writes it to the run's Zarr group and reads
+        it back, or keeps it in memory and writes it behind, unless
+        ``resumable`` is False); the default persists it in the cluster's
+        memory.
     """
 
     tiled = True
@@ -292,7 +287,7 @@ class Tiled:
     def __init__(
         self,
         *,
-        checkpoint: Callable[[str, da.Array], da.Array] | None = None,
+        checkpoint: Callable[..., da.Array] | None = None,
         checkpoint_many: Callable | None = None,
     ):
         self._checkpoint = checkpoint
