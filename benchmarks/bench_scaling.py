@@ -23,7 +23,8 @@ command above, by one worker or by two at the same time, so it weighs on
 the ratio there and not here. For those runs the CPU seconds of the
 workers' threads (kernels, event loop, Zarr I/O) and of this process
 (client and scheduler) are printed per run: what does not divide between
-two workers. Linux only (/proc). Writes benchmarks/results/bench_scaling.json.
+two workers; and the megabytes the two workers sent each other. Linux
+only (/proc). Writes benchmarks/results/bench_scaling.json.
 """
 
 from __future__ import annotations
@@ -77,11 +78,17 @@ def _thread_cpu() -> dict[str, float]:
     return out
 
 
+def _bytes_sent(dask_worker) -> int:
+    """Bytes this worker has sent to other workers so far."""
+    return dask_worker.transfer_outgoing_bytes_total
+
+
 def _warm_runs(scene: str, out: str, chunks: int, workers: int, repeat: int) -> dict:
     """Best wall and pipeline seconds of runs on one warmed-up cluster.
 
     Also the CPU seconds per run of the workers' threads by kind, and of
-    this process (client and scheduler), averaged over the timed runs.
+    this process (client and scheduler), and the bytes the workers sent
+    each other, averaged over the timed runs.
     """
     import time
 
@@ -111,10 +118,17 @@ def _warm_runs(scene: str, out: str, chunks: int, workers: int, repeat: int) -> 
     ) as ctx:
         once()
         before = cpu_now(ctx.client)
+        sent = sum(ctx.client.run(_bytes_sent).values())
         wall, pipeline = min(once() for _ in range(repeat))
+        sent = sum(ctx.client.run(_bytes_sent).values()) - sent
         after = cpu_now(ctx.client)
     cpu = {k: round((after[k] - before.get(k, 0.0)) / repeat, 2) for k in after}
-    return {"wall_s": wall, "pipeline_s": pipeline, "cpu_per_run_s": cpu}
+    return {
+        "wall_s": wall,
+        "pipeline_s": pipeline,
+        "cpu_per_run_s": cpu,
+        "mb_between_workers_per_run": round(sent / repeat / 1e6, 1),
+    }
 
 
 def main() -> None:
@@ -199,6 +213,10 @@ def main() -> None:
     for kind in kinds:
         cells = (r["cpu_per_run_s"].get(kind, 0.0) for r in warm.values())
         print(f"  {kind:<20}" + "".join(f"{c:>14.1f}" for c in cells))
+    print(
+        "  MB sent between the 2 workers per run: "
+        f"{warm[2]['mb_between_workers_per_run']:.0f}"
+    )
     print(f"speed-up 2 vs 1 worker process, warm workers: {warm_speedup:.2f}x")
     load_end = os.getloadavg()
     print(f"load average at start {load_start}, at end {load_end}")

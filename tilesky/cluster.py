@@ -291,6 +291,22 @@ def keeps_intermediates(client: Any) -> bool:
     return bool(workers) and all(addr.startswith("inproc://") for addr in workers)
 
 
+def blocks_travel(client: Any | None) -> bool:
+    """Whether a tile may run in another process than the blocks it reads.
+
+    True when ``client``'s cluster has more than one worker and not all of
+    them run inside this process: only then is it worth cutting the halo
+    strips of a block where it is (see :mod:`tilesky.tiled._overlap`)
+    rather than handing a neighbouring tile the whole block. Threads that
+    share memory (dask's local schedulers, the in-process worker) pay for
+    the extra tasks and gain nothing.
+    """
+    if client is None:
+        return False
+    workers = client.scheduler_info().get("workers", {})
+    return len(workers) > 1 and not all(a.startswith("inproc://") for a in workers)
+
+
 def holdable_bytes(client: Any | None = None) -> int:
     """How many bytes of intermediates tilesky may keep in memory at once.
 

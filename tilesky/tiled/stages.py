@@ -280,6 +280,10 @@ class Tiled:
         it back, or keeps it in memory and writes it behind, unless
         ``resumable`` is False); the default persists it in the cluster's
         memory.
+    cut_halos : bool, optional
+        Send a neighbouring tile only the strips of a block its halo covers
+        (see :func:`tile_map`). Default: when the current cluster's workers
+        are separate processes (:func:`tilesky.cluster.blocks_travel`).
     """
 
     tiled = True
@@ -289,9 +293,15 @@ class Tiled:
         *,
         checkpoint: Callable[..., da.Array] | None = None,
         checkpoint_many: Callable | None = None,
+        cut_halos: bool | None = None,
     ):
         self._checkpoint = checkpoint
         self._checkpoint_many = checkpoint_many
+        if cut_halos is None:
+            from tilesky.cluster import blocks_travel, current_client
+
+            cut_halos = blocks_travel(current_client())
+        self._cut_halos = cut_halos
 
     def local(self, func, arrays: Sequence[da.Array], *, depth, dtype, name, **kw):
         d = (depth, depth) if isinstance(depth, int) else tuple(depth)
@@ -302,6 +312,7 @@ class Tiled:
             name=name,
             dtype=dtype,
             kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
+            cut_halos=self._cut_halos,
         )
 
     def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
@@ -331,6 +342,7 @@ class Tiled:
             out_chunks=out_chunks,
             leading=3,
             kwargs={"func": func, "kw": kw},
+            cut_halos=self._cut_halos,
         )
         # One materialization for the three maps: slicing before it would
         # compute the box statistics once per map.
@@ -358,6 +370,7 @@ class Tiled:
             out_chunks=chunks,
             out_shape=tuple(shape),
             kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
+            cut_halos=self._cut_halos,
         )
 
     def clipped_moments(self, array, *, clip, maxiters, mask=None):
