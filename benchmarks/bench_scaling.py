@@ -23,7 +23,9 @@ command above, by one worker or by two at the same time, so it weighs on
 the ratio there and not here. For those runs the CPU seconds of the
 workers' threads (kernels, event loop, Zarr I/O) and of this process
 (client and scheduler) are printed per run: what does not divide between
-two workers; and the megabytes the two workers sent each other. Linux
+two workers; and the megabytes the two workers sent each other. One more
+run on each warm cluster records the task stream: how long 0, 1 or 2 tasks
+were computing, and the tasks' summed wall time against their CPU. Linux
 only (/proc). Writes benchmarks/results/bench_scaling.json.
 """
 
@@ -83,6 +85,34 @@ def _bytes_sent(dask_worker) -> int:
     return dask_worker.transfer_outgoing_bytes_total
 
 
+def _concurrency(records: list, start: float, stop: float, workers: int) -> dict:
+    """Seconds of ``[start, stop]`` with each number of tasks computing.
+
+    From a task stream's records; also the tasks' summed wall time (their
+    compute spans), which exceeds their CPU time when other threads (event
+    loops, I/O, the scheduler) take turns with them on the cores.
+    """
+    events = []
+    for record in records:
+        for span in record["startstops"]:
+            if span["action"] == "compute":
+                events += [(max(span["start"], start), 1), (span["stop"], -1)]
+    events.sort()
+    seconds = [0.0] * (workers + 1)
+    running, last = 0, start
+    for when, change in events:
+        seconds[min(running, workers)] += max(when - last, 0.0)
+        running, last = running + change, max(when, last)
+    seconds[0] += max(stop - last, 0.0)
+    spans = sum(
+        span["stop"] - span["start"]
+        for record in records
+        for span in record["startstops"]
+        if span["action"] == "compute"
+    )
+    return {"seconds_with_n_tasks": seconds, "task_wall_s": spans}
+
+
 def _warm_runs(scene: str, out: str, chunks: int, workers: int, repeat: int) -> dict:
     """Best wall and pipeline seconds of runs on one warmed-up cluster.
 
@@ -122,12 +152,21 @@ def _warm_runs(scene: str, out: str, chunks: int, workers: int, repeat: int) -> 
         wall, pipeline = min(once() for _ in range(repeat))
         sent = sum(ctx.client.run(_bytes_sent).values()) - sent
         after = cpu_now(ctx.client)
+        # One more run with the task stream recorded (not timed above).
+        from distributed import get_task_stream
+
+        with get_task_stream(ctx.client) as stream:
+            start = time.time()
+            once()
+            stop = time.time()
+        timeline = _concurrency(stream.data, start, stop, workers)
     cpu = {k: round((after[k] - before.get(k, 0.0)) / repeat, 2) for k in after}
     return {
         "wall_s": wall,
         "pipeline_s": pipeline,
         "cpu_per_run_s": cpu,
         "mb_between_workers_per_run": round(sent / repeat / 1e6, 1),
+        "recorded_run": {"wall_s": stop - start, **timeline},
     }
 
 
@@ -217,6 +256,18 @@ def main() -> None:
         "  MB sent between the 2 workers per run: "
         f"{warm[2]['mb_between_workers_per_run']:.0f}"
     )
+    print("  one more run each, task stream recorded:")
+    for n, r in warm.items():
+        rec = r["recorded_run"]
+        busy = ", ".join(
+            f"{k} computing {v:.1f} s"
+            for k, v in enumerate(rec["seconds_with_n_tasks"])
+        )
+        print(
+            f"  {n} worker(s): wall {rec['wall_s']:.1f} s; tasks' summed wall "
+            f"{rec['task_wall_s']:.1f} s (their CPU above: "
+            f"{r['cpu_per_run_s'].get('task threads', 0.0):.1f} s); {busy}"
+        )
     print(f"speed-up 2 vs 1 worker process, warm workers: {warm_speedup:.2f}x")
     load_end = os.getloadavg()
     print(f"load average at start {load_start}, at end {load_end}")
