@@ -251,8 +251,9 @@ def tile_map(
     tiles = list(
         itertools.product(range(len(out_chunks[0])), range(len(out_chunks[1])))
     )
-    # Per tile and input: (region, [(block index, cut rectangle in block
-    # coordinates, where it goes in the region)]), or a Zarr source.
+    # Per tile and input: (region, [(block index, rectangle of the block in
+    # its own coordinates, where that goes in the region)]); (region, None)
+    # for an input the tile reads from its Zarr store itself.
     needs: dict[tuple[int, int], list] = {}
     # Per input and block: the partial rectangles some tile needs of it.
     partial: list[dict[tuple[int, int], set]] = [{} for _ in inputs]
