@@ -80,10 +80,15 @@ def _ring_smoothed(scene, *, radius_in, width, sigma, truncate):
     return smooth(difference, sigma, truncate=truncate)
 
 
+def _noise_and_coverage(more: tuple, with_noise: bool) -> tuple:
+    """A mask kernel's extra inputs: the noise map (or None), then coverage masks."""
+    return (more[0], more[1:]) if with_noise else (None, more)
+
+
 def _first_mask(smoothed, *more, n_sigma, radius, level=None, with_noise=False):
     """Detections dilated, OR a coverage mask (last in ``more``, if given)."""
-    noise = more[0] if with_noise else level
-    coverage = more[1:] if with_noise else more
+    noise, coverage = _noise_and_coverage(more, with_noise)
+    noise = level if noise is None else noise
     with np.errstate(invalid="ignore"):
         detected = np.isfinite(smoothed) & (smoothed > n_sigma * noise)
     out = dilate_mask(detected, radius)
@@ -126,8 +131,7 @@ def _scale_masks(
     the widest one, which is exact since a deeper halo only adds pixels
     that scale does not reach.
     """
-    noise = more[0] if with_noise else None
-    coverage = more[1:] if with_noise else more
+    noise, coverage = _noise_and_coverage(more, with_noise)
     out = np.zeros(residual.shape, dtype=bool)
     for sigma, radius in scales:
         out |= _scale_mask(
