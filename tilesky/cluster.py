@@ -287,7 +287,11 @@ def keeps_intermediates(client: Any) -> bool:
     """
     if client in _LOCAL_CLIENTS:
         return True
-    workers = client.scheduler_info().get("workers", {})
+    return _all_in_this_process(client.scheduler_info().get("workers", {}))
+
+
+def _all_in_this_process(workers) -> bool:
+    """Whether there are workers and all run inside this process (``inproc``)."""
     return bool(workers) and all(addr.startswith("inproc://") for addr in workers)
 
 
@@ -304,7 +308,7 @@ def blocks_travel(client: Any | None) -> bool:
     if client is None:
         return False
     workers = client.scheduler_info().get("workers", {})
-    return len(workers) > 1 and not all(a.startswith("inproc://") for a in workers)
+    return len(workers) > 1 and not _all_in_this_process(workers)
 
 
 def holdable_bytes(client: Any | None = None) -> int:
