@@ -7,6 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from tilesky.backends import Tiled, WholeImage
 from tilesky.kernels import _noise
 from tilesky.kernels._noise import (
     MomentState,
@@ -15,7 +16,6 @@ from tilesky.kernels._noise import (
     moment_state,
     moments,
 )
-from tilesky.tiled.stages import Tiled, WholeImage
 
 
 def test_moments_are_exact_and_merge_in_any_order():
@@ -303,7 +303,7 @@ def test_held_array_is_clipped_with_one_task_per_worker_thread():
     """On worker processes, each pass reads the blocks where they are held."""
     from distributed import Client, LocalCluster, get_task_stream
 
-    from tilesky.tiled.stages import _held_groups
+    from tilesky.backends._tiled import _held_groups
 
     rng = np.random.default_rng(11)
     values = rng.normal(0.0, 1.0, (120, 100)).astype(np.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tilesky.tiled._overlap import EDGE_CUT_FRACTION, TileInput, crop_to, tile_map
+from tilesky.backends._tile_map import EDGE_CUT_FRACTION, TileInput, crop_to, tile_map
 
 
 def _box_max(image, *, regions, out_region, size):
@@ -105,8 +105,8 @@ def test_edge_cuts_on_worker_processes():
     """Cuts run where their block is and reach tiles on the other worker."""
     from distributed import Client, LocalCluster
 
+    from tilesky.backends import Tiled
     from tilesky.cluster import blocks_travel
-    from tilesky.tiled.stages import Tiled
 
     image = np.random.default_rng(7).normal(size=(150, 160)).astype(np.float32)
     with (
@@ -122,8 +122,8 @@ def test_edge_cuts_on_worker_processes():
 
 
 def test_no_cuts_where_tiles_share_memory():
+    from tilesky.backends import Tiled
     from tilesky.cluster import blocks_travel, execution
-    from tilesky.tiled.stages import Tiled
 
     assert not blocks_travel(None)
     with execution(announce=lambda _: None) as ctx:

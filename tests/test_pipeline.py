@@ -63,7 +63,7 @@ def test_tiling_invariant_odd_crop(crop, mono_crop, noise_mode, chunks):
 def test_tiling_invariant_with_tiled_meshes(crop, mono_crop, noise_mode, chunks):
     """Meshes above WHOLE_MESH_BYTES are filled, filtered and interpolated
     tile by tile with halos (small ones as one block): same result."""
-    from tilesky.tiled import stages
+    from tilesky.backends import _tiled as stages
 
     before = stages.WHOLE_MESH_BYTES
     stages.WHOLE_MESH_BYTES = 0
@@ -79,9 +79,9 @@ def test_tiling_invariant_with_tiled_meshes(crop, mono_crop, noise_mode, chunks)
 def test_small_meshes_are_one_block_large_ones_tiled(monkeypatch):
     import dask.array as da
 
+    from tilesky.backends import _tiled as stages
     from tilesky.estimators import make_estimator, make_sigma_clip
     from tilesky.kernels._mesh import mesh_statistics
-    from tilesky.tiled import stages
 
     rng = np.random.default_rng(1)
     image = da.from_array(rng.normal(size=(120, 90)).astype(np.float32), chunks=30)

@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from tilesky._version import __version__
+from tilesky.backends import Tiled, WholeImage
 from tilesky.cluster import thread_count
 from tilesky.config import Config, load_config
 from tilesky.io import (
@@ -35,7 +36,6 @@ from tilesky.io import (
 from tilesky.kernels._ring import ring_depth
 from tilesky.pipeline import PipelineResult, run_pipeline
 from tilesky.store import RunStore, StoreError
-from tilesky.tiled.stages import Tiled, WholeImage
 
 __all__ = ["estimate_background", "resolve_config", "run_to_store"]
 
@@ -423,7 +423,7 @@ def run_to_store(
         result = run_pipeline(
             scene,
             config,
-            Tiled(checkpoint=store.checkpoint, checkpoint_many=store.checkpoint_many),
+            Tiled(store=store),
             coverage_mask=user_mask,
         )
         items = [(n, a, ("y", "x"), None) for n, a in result.arrays.items()]

@@ -300,7 +300,7 @@ def blocks_travel(client: Any | None) -> bool:
 
     True when ``client``'s cluster has more than one worker and not all of
     them run inside this process: only then is it worth cutting the halo
-    strips of a block where it is (see :mod:`tilesky.tiled._overlap`)
+    strips of a block where it is (see :mod:`tilesky.backends._tile_map`)
     rather than handing a neighbouring tile the whole block. Threads that
     share memory (dask's local schedulers, the in-process worker) pay for
     the extra tasks and gain nothing.

@@ -43,7 +43,7 @@ from zarr.core.sync import sync
 
 from tilesky import _progress
 from tilesky._version import __version__
-from tilesky.tiled._overlap import register_zarr_source
+from tilesky.backends._tile_map import ZarrSource
 
 __all__ = [
     "OutputExistsError",
@@ -178,6 +178,9 @@ class RunStore:
         self._fresh = False
         self._run = uuid.uuid4().hex
         self.outputs: dict[str, da.Array] = {}
+        #: Arrays of this store (by dask name) that tiles may read from Zarr
+        #: themselves (see :class:`~tilesky.backends.ZarrSource`).
+        self.sources: dict[str, ZarrSource] = {}
         #: Set by run_to_store once the pipeline ran (None: nothing to do).
         self.result = None
         #: Per-source residuals of the metrics pass, for the report's plots.
@@ -468,7 +471,8 @@ class RunStore:
     def _stored(self, target, chunks) -> da.Array:
         arr = da.from_zarr(target, chunks=chunks)
         if arr.ndim == 2:
-            register_zarr_source(arr, self.url, target.path, self.storage_options)
+            options = tuple(sorted(self.storage_options.items()))
+            self.sources[arr.name] = ZarrSource(self.url, target.path, options)
         return arr
 
     def stored(self, path: str, chunks) -> da.Array:

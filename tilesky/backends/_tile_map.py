@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-__all__ = ["Region", "TileInput", "register_zarr_source", "tile_map"]
+__all__ = ["Region", "TileInput", "ZarrSource", "crop_to", "tile_map"]
 
 
 @dataclass(frozen=True)
@@ -127,36 +127,38 @@ class _TileSpec:
         self.kwargs = kwargs
 
 
-#: Dask array name -> (url, path, storage_options) of the Zarr array it
-#: reads (see :func:`register_zarr_source`).
-_ZARR_SOURCES: dict[str, tuple] = {}
+@dataclass(frozen=True)
+class ZarrSource:
+    """Where a dask array's values are stored: a tile may read them itself.
 
-
-def register_zarr_source(
-    array: da.Array, url: str, path: str, storage_options: dict | None
-) -> da.Array:
-    """Let tiles read ``array``'s halo rectangles straight from its Zarr store.
-
-    A tile then depends on no task of ``array``: it reads exactly its
-    rectangle (halo included) itself, instead of having whole neighbouring
-    blocks shipped between worker processes.
+    A tile reading its rectangle (halo included) straight from the Zarr
+    array depends on no task of the dask array, so whole neighbouring
+    blocks are not shipped between worker processes for a halo strip.
+    The run store says which of its arrays these are (``RunStore.sources``);
+    the options travel with the tasks and are never logged.
     """
-    _ZARR_SOURCES[array.name] = (url, path, dict(storage_options or {}))
-    return array
 
+    url: str
+    path: str
+    options: tuple = ()
 
-@functools.lru_cache(maxsize=64)
-def _open_zarr(url: str, path: str, options: tuple):
-    import zarr
+    @functools.cached_property
+    def _array(self):
+        import zarr
 
-    kw = {"storage_options": dict(options)} if options else {}
-    return zarr.open_array(store=url, path=path, mode="r", zarr_format=3, **kw)
+        kw = {"storage_options": dict(self.options)} if self.options else {}
+        return zarr.open_array(
+            store=self.url, path=self.path, mode="r", zarr_format=3, **kw
+        )
 
+    def __getstate__(self) -> dict:
+        # The opened array stays in this process; a worker opens its own.
+        return {k: v for k, v in self.__dict__.items() if k != "_array"}
 
-def _read_zarr(source: tuple, region: Region) -> np.ndarray:
-    url, path, options = source
-    arr = _open_zarr(url, path, tuple(sorted(options.items())))
-    return np.ascontiguousarray(arr[region.y0 : region.y1, region.x0 : region.x1])
+    def read(self, region: Region) -> np.ndarray:
+        """The values of ``region`` (global indices of the stored array)."""
+        window = self._array[region.y0 : region.y1, region.x0 : region.x1]
+        return np.ascontiguousarray(window)
 
 
 def _run_tile(spec: _TileSpec, *flat_pieces):
@@ -168,8 +170,8 @@ def _run_tile(spec: _TileSpec, *flat_pieces):
     inputs = []
     pos = 0
     for region, n, placements in regions:
-        if isinstance(placements, tuple):
-            inputs.append(_read_zarr(placements, region))
+        if isinstance(placements, ZarrSource):
+            inputs.append(placements.read(region))
             continue
         pieces = flat_pieces[pos : pos + n]
         pos += n
@@ -196,6 +198,7 @@ def tile_map(
     leading: int | None = None,
     kwargs: dict | None = None,
     cut_halos: bool = True,
+    sources: Mapping[str, ZarrSource] | None = None,
 ) -> da.Array:
     """Map ``kernel`` over output tiles, feeding each the input rectangles it needs.
 
@@ -224,12 +227,16 @@ def tile_map(
         tile takes the whole neighbouring block. Worth it when tiles run in
         other processes than their neighbours' blocks; with shared memory
         the extra tasks only cost time.
+    sources : mapping of str to ZarrSource, optional
+        Inputs (by dask array name) that a tile reads from their Zarr store
+        itself rather than from the array's blocks.
 
     Returns
     -------
     dask.array.Array
     """
     kwargs = dict(kwargs or {})
+    sources = sources or {}
     if out_chunks is None:
         out_chunks = inputs[0].array.chunks
     out_chunks = tuple(tuple(int(c) for c in axis) for axis in out_chunks)
@@ -262,7 +269,7 @@ def tile_map(
         per_input = []
         for n, (t, (by, bx)) in enumerate(zip(inputs, in_bounds, strict=True)):
             reg = t.region_for(out_region)
-            if t.array.name in _ZARR_SOURCES:
+            if t.array.name in sources:
                 per_input.append((reg, None))
                 continue
             pieces = []
@@ -319,7 +326,7 @@ def tile_map(
         keys = []
         for n, (t, (reg, pieces)) in enumerate(zip(inputs, needs[(i, j)], strict=True)):
             if pieces is None:
-                regions.append((reg, 0, _ZARR_SOURCES[t.array.name]))
+                regions.append((reg, 0, sources[t.array.name]))
                 continue
             placements = []
             for block, rect, (py, px) in pieces:
@@ -342,7 +349,7 @@ def tile_map(
     graph = HighLevelGraph.from_collections(
         out_name,
         layer,
-        dependencies=[t.array for t in inputs if t.array.name not in _ZARR_SOURCES],
+        dependencies=[t.array for t in inputs if t.array.name not in sources],
     )
     chunks = ((leading,), *out_chunks) if leading else out_chunks
     meta = np.empty((0,) * len(chunks), dtype=dtype)

@@ -1,19 +1,19 @@
-"""Execution backends: the same pipeline steps, monolithic or tiled.
+"""The tiled backend: each kernel per tile on dask arrays.
 
-:class:`WholeImage` calls each numpy kernel once on the whole array: it is
-the reference. :class:`Tiled` runs the same kernels per tile through
-:func:`tilesky.tiled._overlap.tile_map`, each with the halo its parameters
-require, and computes global quantities as reductions of small exact
-states. The pipeline (``tilesky.pipeline``) is written once against the
-methods both share, so "the tiled result equals the monolithic one" compares
-two executions of one description.
+:class:`Tiled` runs the kernels that :class:`~tilesky.backends.WholeImage`
+runs once, per tile through :func:`~tilesky.backends._tile_map.tile_map`,
+each with the halo its stage declares, and computes global quantities as
+reductions of small exact states. Both implement
+:class:`~tilesky.backends.Backend`, so "the tiled result equals the
+monolithic one" compares two executions of one description.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dask
 import dask.array as da
@@ -22,16 +22,16 @@ from dask.base import tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
-from tilesky.kernels._noise import MomentState, clip_bounds, moment_state, moments
-from tilesky.tiled._overlap import TileInput, crop_to, tile_map
+from tilesky.backends._clipping import advance, state_of_blocks
+from tilesky.backends._tile_map import TileInput, ZarrSource, crop_to, tile_map
 
-__all__ = ["Tiled", "WholeImage"]
+__all__ = ["Tiled"]
 
 log = logging.getLogger("tilesky")
 
 
-def _local_kernel(*arrays, regions, out_region, func, kw, dtype):
-    out = np.asarray(func(*arrays, **kw), dtype=dtype)
+def _local_kernel(*arrays, regions, out_region, func, dtype):
+    out = np.asarray(func(*arrays), dtype=dtype)
     return crop_to(out, regions[0], out_region)
 
 
@@ -81,66 +81,14 @@ def _mesh_kernel_nomask(image, *, regions, out_region, func, kw):
     return _stack_mesh(*func(image, None, **kw))
 
 
-def _to_pixels_kernel(*meshes, regions, out_region, func, kw, dtype):
+def _to_pixels_kernel(*meshes, regions, out_region, func, dtype):
     out = func(
         *meshes,
         out_shape=out_region.shape,
         out_offset=out_region.origin,
         mesh_offset=regions[0].origin,
-        **kw,
     )
     return np.asarray(out, dtype=dtype)
-
-
-# -- sigma clipping of the noise: one step at a time, same for both backends.
-# A step's value is (count, mean, std, done); ``done`` once a pass keeps the
-# same number of pixels, keeps none, or no clipping was asked for.
-
-
-def _clip_start(state: MomentState, clip: float | None) -> tuple:
-    n, mean, std = moments(state)
-    return (n, mean, std, n == 0 or clip is None)
-
-
-def _clip_range(step: tuple, clip: float) -> tuple[float, float] | None:
-    """The interval the next pass keeps, or None when clipping is done."""
-    _, mean, std, done = step
-    return None if done else clip_bounds(mean, std, clip)
-
-
-def _clip_next(step: tuple, state: MomentState | None) -> tuple:
-    if step[3]:
-        return step
-    n2, mean2, std2 = moments(state)
-    if n2 == step[0] or n2 == 0:
-        return (*step[:3], True)
-    return (n2, mean2, std2, False)
-
-
-def _state_of_blocks(blocks, mask_blocks, outcome):
-    kept = outcome[1]
-    if kept is None:
-        return None
-    return _sum_states(
-        [
-            moment_state(block, lower=kept[0], upper=kept[1], mask=mask_block)
-            for block, mask_block in zip(blocks, mask_blocks, strict=True)
-        ]
-    )
-
-
-def _advance(states, outcome, clip):
-    """The outcome of a clipping pass: ``(step, bounds of the next pass)``."""
-    previous = outcome[0]
-    state = _sum_states(states)
-    step = _clip_start(state, clip) if previous is None else _clip_next(previous, state)
-    return step, _clip_range(step, clip)
-
-
-def _sum_states(states):
-    if states[0] is None:
-        return None
-    return sum(states, start=MomentState())
 
 
 #: Mesh statistics up to this size (the three stacked maps; 16 MiB is a
@@ -212,110 +160,50 @@ def _in_cluster_memory(array: da.Array) -> bool:
     return any(isinstance(v, Future) for v in array.__dask_graph__().values())
 
 
-class WholeImage:
-    """Run every step on the whole in-memory array (the reference)."""
-
-    tiled = False
-
-    def local(self, func, arrays, *, depth, dtype, name, **kw):
-        return np.asarray(func(*arrays, **kw), dtype=dtype)
-
-    def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
-        bkg, rms, n_good = func(image, mask, box_size=box_size, **kw)
-        # The same dtypes as the tiled path's stacked maps.
-        return bkg.astype(np.float32), rms.astype(np.float32), n_good.astype(np.int32)
-
-    def to_pixels(
-        self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
-    ):
-        return func(
-            *meshes,
-            *pixels,
-            out_shape=tuple(shape),
-            out_offset=(0, 0),
-            mesh_offset=(0, 0),
-            **kw,
-        ).astype(dtype, copy=False)
-
-    def clipped_moments(self, array, *, clip, maxiters, mask=None):
-        step = _clip_start(moment_state(array, mask=mask), clip)
-        for _ in range(maxiters if clip is not None else 0):
-            kept = _clip_range(step, clip)
-            if kept is None:
-                break
-            state = moment_state(array, lower=kept[0], upper=kept[1], mask=mask)
-            step = _clip_next(step, state)
-        return step[:3]
-
-    def nanmin(self, array) -> float:
-        return float(np.nanmin(array)) if np.isfinite(array).any() else math.nan
-
-    def nanmax(self, array) -> float:
-        return float(np.nanmax(array)) if np.isfinite(array).any() else math.nan
-
-    def any(self, array) -> bool:
-        return bool(np.any(array))
-
-    def checkpoint(self, name: str, array, *, resumable: bool = True):
-        return array
-
-    def checkpoint_many(self, arrays):
-        return dict(arrays)
-
-    def hold(self, array):
-        return array
-
-    def release(self, array) -> None:
-        return None
-
-
 class Tiled:
     """Run every step per tile on dask arrays.
 
     Parameters
     ----------
-    checkpoint : callable, optional
-        ``checkpoint(name, array, *, resumable) -> array`` materializes an
-        intermediate (the store writes it to the run's Zarr group and reads
-        it back, or keeps it in memory and writes it behind, unless
-        ``resumable`` is False); the default persists it in the cluster's
-        memory.
+    store : RunStore, optional
+        Where intermediates are materialized: the run store writes each
+        checkpoint to its Zarr group and reads it back (or keeps it in
+        memory and writes it behind), and tells this backend which arrays
+        tiles may read straight from Zarr (``store.sources``). Without a
+        store, checkpoints are persisted in the cluster's memory.
     cut_halos : bool, optional
         Send a neighbouring tile only the strips of a block its halo covers
         (see :func:`tile_map`). Default: when the current cluster's workers
         are separate processes (:func:`tilesky.cluster.blocks_travel`).
     """
 
-    tiled = True
-
-    def __init__(
-        self,
-        *,
-        checkpoint: Callable[..., da.Array] | None = None,
-        checkpoint_many: Callable | None = None,
-        cut_halos: bool | None = None,
-    ):
-        self._checkpoint = checkpoint
-        self._checkpoint_many = checkpoint_many
+    def __init__(self, *, store: Any = None, cut_halos: bool | None = None):
+        self._store = store
+        self._sources: Mapping[str, ZarrSource] = (
+            store.sources if store is not None else {}
+        )
         if cut_halos is None:
             from tilesky.cluster import blocks_travel, current_client
 
             cut_halos = blocks_travel(current_client())
         self._cut_halos = cut_halos
 
-    def local(self, func, arrays: Sequence[da.Array], *, depth, dtype, name, **kw):
-        d = (depth, depth) if isinstance(depth, int) else tuple(depth)
-        inputs = [TileInput(a, depth=d) for a in arrays]
+    def _map(self, kernel, inputs, **kw) -> da.Array:
         return tile_map(
-            _local_kernel,
-            inputs,
-            name=name,
-            dtype=dtype,
-            kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
-            cut_halos=self._cut_halos,
+            kernel, inputs, cut_halos=self._cut_halos, sources=self._sources, **kw
         )
 
-    def mesh_stats(self, func, image, mask, *, box_size, name, stage=None, **kw):
+    def local(self, func, arrays: Sequence[da.Array], *, depth, dtype, name):
+        d = (depth, depth) if isinstance(depth, int) else tuple(depth)
+        return self._map(
+            _local_kernel,
+            [TileInput(a, depth=d) for a in arrays],
+            name=name,
+            dtype=dtype,
+            kwargs={"func": func, "dtype": np.dtype(dtype)},
+        )
+
+    def mesh_stats(self, func, image, mask, *, box_size, name, checkpoint=None, **kw):
         by, bx = box_size
         out_chunks = tuple(
             tuple(-(-c // b) for c in chunks)
@@ -334,7 +222,7 @@ class Tiled:
         if mask is not None:
             inputs.append(TileInput(mask, up=(by, bx)))
             kernel = _mesh_kernel
-        stacked = tile_map(
+        stacked = self._map(
             kernel,
             inputs,
             name=name,
@@ -342,35 +230,30 @@ class Tiled:
             out_chunks=out_chunks,
             leading=3,
             kwargs={"func": func, "kw": kw},
-            cut_halos=self._cut_halos,
         )
         # One materialization for the three maps: slicing before it would
         # compute the box statistics once per map.
-        if stage is not None:
-            stacked = self.checkpoint(f"{stage}_mesh_stats", stacked)
+        if checkpoint is not None:
+            stacked = self.checkpoint(checkpoint, stacked)
         if stacked.nbytes <= WHOLE_MESH_BYTES:
             return _whole_layers(
                 stacked, (np.float32, np.float32, np.int32), name="mesh-merge"
             )
         return stacked[0], stacked[1], stacked[2].astype(np.int32)
 
-    def to_pixels(
-        self, func, meshes, *, box_size, depth, shape, dtype, name, pixels=(), **kw
-    ):
+    def to_pixels(self, func, meshes, *, like, box_size, depth, dtype, name, pixels=()):
         d = (depth, depth) if isinstance(depth, int) else tuple(depth)
-        chunks = kw.pop("chunks")
         inputs = [TileInput(m, depth=d, down=tuple(box_size)) for m in meshes]
         # Full-resolution inputs come without a halo, after the meshes.
         inputs += [TileInput(p) for p in pixels]
-        return tile_map(
+        return self._map(
             _to_pixels_kernel,
             inputs,
             name=name,
             dtype=dtype,
-            out_chunks=chunks,
-            out_shape=tuple(shape),
-            kwargs={"func": func, "kw": kw, "dtype": np.dtype(dtype)},
-            cut_halos=self._cut_halos,
+            out_chunks=like.chunks,
+            out_shape=tuple(like.shape),
+            kwargs={"func": func, "dtype": np.dtype(dtype)},
         )
 
     def clipped_moments(self, array, *, clip, maxiters, mask=None):
@@ -385,8 +268,8 @@ class Tiled:
         masks = mask.to_delayed().ravel() if mask is not None else [None] * len(blocks)
         groups = _held_groups(array) or [[k] for k in range(len(blocks))]
         token = tokenize(array.name, mask.name if mask is not None else None, clip)
-        part = dask.delayed(_state_of_blocks, pure=True)
-        advance = dask.delayed(_advance, pure=True)
+        part = dask.delayed(state_of_blocks, pure=True)
+        step = dask.delayed(advance, pure=True)
         # A pass's outcome is (step, bounds of the next pass): one task per
         # pass after the block states, since the passes are a chain of round
         # trips through the scheduler.
@@ -401,7 +284,7 @@ class Tiled:
                 )
                 for k, group in enumerate(groups)
             ]
-            outcome = advance(
+            outcome = step(
                 states, outcome, clip, dask_key_name=(f"noise-step-{token}", i)
             )
         return tuple(outcome.compute()[0])[:3]
@@ -423,15 +306,13 @@ class Tiled:
         ``resumable=False``: a resumed run can rebuild it cheaply, so the
         store need not write it when it keeps it in memory.
         """
-        if self._checkpoint is not None:
-            return self._checkpoint(name, array, resumable=resumable)
+        if self._store is not None:
+            return self._store.checkpoint(name, array, resumable=resumable)
         return array.persist()
 
     def checkpoint_many(self, arrays):
-        if self._checkpoint_many is not None:
-            return self._checkpoint_many(arrays)
-        if self._checkpoint is not None:
-            return {n: self._checkpoint(n, a) for n, a in arrays.items()}
+        if self._store is not None:
+            return self._store.checkpoint_many(arrays)
         names = list(arrays)
         return dict(zip(names, dask.persist(*arrays.values()), strict=True))
 
@@ -447,6 +328,3 @@ class Tiled:
         if array.nbytes > holdable_bytes(client):
             return array
         return array.persist() if client is None else client.persist(array)
-
-    def release(self, array) -> None:
-        del array

@@ -1,0 +1,63 @@
+"""First mask: the ring-median detection map thresholded and dilated.
+
+Pixels where the smoothed ``scene - ring`` exceeds ``n_sigma`` times the
+noise (a global level, or a local noise map) are sources; they are dilated
+with a circular top-hat, and the user's mask is OR-ed in.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from tilesky.config import Config
+from tilesky.kernels._mask import dilate_depth, dilate_mask
+from tilesky.stages._stage import LocalStage
+
+__all__ = ["NAME", "apply", "depth", "first_mask"]
+
+NAME = "source-mask"
+
+
+def first_mask(smoothed, *coverage, n_sigma, radius, noise):
+    """Detections dilated by ``radius``, OR every coverage mask given.
+
+    ``noise`` is a number (global level) or, when None, the first array of
+    ``coverage`` is the local noise map.
+    """
+    if noise is None:
+        noise, *coverage = coverage
+    with np.errstate(invalid="ignore"):
+        detected = np.isfinite(smoothed) & (smoothed > n_sigma * noise)
+    out = dilate_mask(detected, radius)
+    for m in coverage:
+        out |= m
+    return out
+
+
+def depth(*, radius: int) -> int:
+    """Halo: the dilation radius (the threshold is pointwise)."""
+    return dilate_depth(radius)
+
+
+def apply(backend, smoothed, noise, user_mask, *, cfg: Config):
+    """The first mask of ``smoothed``, given its ``noise``.
+
+    ``noise`` is the global noise (a dict with ``std``) or a local noise map
+    (an array on the image's grid).
+    """
+    fm = cfg.first_mask
+    inputs = [smoothed]
+    if isinstance(noise, dict):
+        level = noise["std"]
+    else:
+        level = None
+        inputs.append(noise)
+    if user_mask is not None:
+        inputs.append(user_mask)
+    kernel = functools.partial(
+        first_mask, n_sigma=fm.n_sigma, radius=fm.dilate_radius, noise=level
+    )
+    stage = LocalStage(NAME, kernel, depth(radius=fm.dilate_radius), bool)
+    return stage(backend, *inputs)

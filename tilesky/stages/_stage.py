@@ -1,0 +1,46 @@
+"""What a stage is: a numpy kernel, its halo, its dtype and its task name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LocalStage", "PipelineError"]
+
+
+class PipelineError(ValueError):
+    """The data cannot give a background with this configuration."""
+
+
+@dataclass(frozen=True)
+class LocalStage:
+    """A kernel applied around every pixel: one :meth:`Backend.local` call.
+
+    Parameters
+    ----------
+    name : str
+        Task-name prefix: what the dashboard shows for this stage.
+    kernel : callable
+        ``kernel(*arrays) -> array``, numpy in and out, with every parameter
+        bound (a module-level function or a ``functools.partial`` of one, so
+        it pickles to workers).
+    depth : int
+        Halo in pixels: how far from a pixel the kernel reads. A tile's
+        result equals the whole-image result when it sees this much around.
+    dtype : numpy dtype
+        The result's dtype, given so dask never probes the kernel.
+    """
+
+    name: str
+    kernel: Callable[..., np.ndarray]
+    depth: int
+    dtype: Any
+
+    def __call__(self, backend, *arrays):
+        """Run the stage on ``arrays`` (one grid) with ``backend``."""
+        return backend.local(
+            self.kernel, arrays, depth=self.depth, dtype=self.dtype, name=self.name
+        )
