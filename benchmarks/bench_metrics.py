@@ -9,10 +9,11 @@ Times ``tilesky.metrics.compute_metrics`` with truth, sky and the source
 catalogue, single-threaded, on numpy input (one block) and on dask input in
 ``--chunks`` tiles (synchronous scheduler), for:
 
-- ``new``: the module as it is;
-- ``reference``: the same module with the per-chunk states built by the kept
-  former path (``_scale_state_reference``, ``_bias_state_reference``,
-  ``_source_state_reference``: one integral image per digit position, one
+- ``new``: the package as it is;
+- ``reference``: the same package with the per-chunk states built by the
+  former path kept with the tests (``tests/_reference_metrics.py``:
+  ``scale_state_reference``, ``bias_state_reference``,
+  ``source_state_reference``: one integral image per digit position, one
   table row per box pixel);
 - ``git:REV``: ``tilesky/metrics.py`` as of commit ``--git-rev`` (default: the
   commit before the compiled path), imported from a temporary file; skipped
@@ -53,6 +54,10 @@ from tilesky import metrics as new_metrics  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_metrics.json"
 REPO = Path(__file__).resolve().parent.parent
+# The slow references live with the tests, which are not a package.
+sys.path.insert(0, str(REPO / "tests"))
+import _reference_metrics  # noqa: E402
+
 # The last commit with the per-digit-position integral images.
 BEFORE_REV = "0025c06"
 CATALOGUE = ("x_mean", "y_mean", "flux", "re")
@@ -114,16 +119,9 @@ def module_at(rev: str):
 
 @contextlib.contextmanager
 def reference_path():
-    """Build the per-chunk states with the kept former path."""
-    names = ("_scale_state", "_bias_state", "_source_state")
-    saved = {n: getattr(new_metrics, n) for n in names}
-    try:
-        for n in names:
-            setattr(new_metrics, n, getattr(new_metrics, n + "_reference"))
+    """Build the per-chunk states with the former path of the tests."""
+    with _reference_metrics.swapped_in():
         yield new_metrics
-    finally:
-        for n, f in saved.items():
-            setattr(new_metrics, n, f)
 
 
 def call(module, data: dict, chunks) -> str:

@@ -11,33 +11,31 @@ import pytest
 
 da = pytest.importorskip("dask.array")
 import dask  # noqa: E402
+from _reference_metrics import REFERENCES, exact_values, nb_digits, nb_limb_range  # noqa: E402
 from scipy import stats  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
-from tilesky import metrics  # noqa: E402
-from tilesky.kernels._metrics import (  # noqa: E402
-    _nb_column_float,
-    _nb_digits,
-    _nb_limb_range,
-    _nb_to_float,
-)
 from tilesky.kernels._noise import moment_state, split_digits  # noqa: E402
 from tilesky.metrics import (  # noqa: E402
     MetricsState,
-    _block_state,
-    _exact_float,
-    _exact_values,
-    _grouped_moment_states,
-    _metrics_graph,
-    _moment_state,
-    _nb_digit_range,
-    _read_catalogue,
-    _Spec,
-    _summarize,
-    _Table,
+    _block,
     compute_metrics,
     line_fit,
 )
+from tilesky.metrics._block import block_state  # noqa: E402
+from tilesky.metrics._catalogue import read_catalogue  # noqa: E402
+from tilesky.metrics._exact import (  # noqa: E402
+    exact_float,
+    grouped_moment_states,
+    moment_state_of,
+    nb_column_float,
+    nb_digit_range,
+    nb_to_float,
+)
+from tilesky.metrics._graph import metrics_graph  # noqa: E402
+from tilesky.metrics._states import Spec  # noqa: E402
+from tilesky.metrics._summary import summarize  # noqa: E402
+from tilesky.metrics._table import KeyedTable  # noqa: E402
 
 SHAPE = (97, 131)
 EDGE = 10
@@ -329,7 +327,7 @@ def test_mixed_numpy_and_dask_inputs(small, result):
 
 
 def test_graph_is_named_and_lazy(small):
-    spec = _Spec(SHAPE, (3, 7), EDGE, BOX, True, False, False)
+    spec = Spec(SHAPE, (3, 7), EDGE, BOX, True, False, False)
     arrays = {
         "scene": da.from_array(small["scene"], chunks=30),
         "background": da.from_array(small["background"], chunks=30),
@@ -341,7 +339,7 @@ def test_graph_is_named_and_lazy(small):
         raise AssertionError("the graph must not compute while it is built")
 
     with dask.config.set(scheduler=refuse):
-        graph = _metrics_graph(arrays, spec, None)
+        graph = metrics_graph(arrays, spec, None)
     ours = [k for k in dict(graph.__dask_graph__()) if str(k).startswith("metrics-")]
     assert sum(str(k).startswith("metrics-block") for k in ours) == 4 * 5
     assert str(graph.key).startswith("metrics-merge")
@@ -354,7 +352,7 @@ def _chunk_states(d, spec, cat, ys, xs):
         for x0, x1 in itertools.pairwise(xs):
             sb = (slice(y0, y1), slice(x0, x1))
             states.append(
-                _block_state(
+                block_state(
                     spec,
                     (y0, x0),
                     d["scene"][sb],
@@ -369,21 +367,21 @@ def _chunk_states(d, spec, cat, ys, xs):
 
 
 def test_merge_in_any_order_is_identical(small, result):
-    spec = _Spec(SHAPE, tuple(range(3, 30)), EDGE, BOX, True, True, True)
-    cat = _read_catalogue(small["catalogue"], SHAPE, None, 0)
+    spec = Spec(SHAPE, tuple(range(3, 30)), EDGE, BOX, True, True, True)
+    cat = read_catalogue(small["catalogue"], SHAPE, None, 0)
     states = _chunk_states(small, spec, cat, [0, 23, 61, 97], [0, 44, 45, 100, 131])
-    ref = _summarize(_fold(states), spec, cat, None)
+    ref = summarize(_fold(states), spec, cat, None)
     assert ref[0] == result[0]
     rng = random.Random(1)
     for _ in range(3):
         shuffled = states[:]
         rng.shuffle(shuffled)
-        assert _summarize(_fold(shuffled), spec, cat, None)[0] == ref[0]
+        assert summarize(_fold(shuffled), spec, cat, None)[0] == ref[0]
     # A balanced tree instead of a left fold.
     level = states[:]
     while len(level) > 1:
         level = [_fold(level[i : i + 2]) for i in range(0, len(level), 2)]
-    assert _summarize(level[0], spec, cat, None)[0] == ref[0]
+    assert summarize(level[0], spec, cat, None)[0] == ref[0]
     # Partially merged states still hold the straddling blocks, unfinished.
     partial = _fold(states[:3])
     assert any(t.keys.size for t in partial.scale.pending)
@@ -397,10 +395,10 @@ def _fold(states) -> MetricsState:
 
 
 def test_merge_refuses_incompatible_states(small):
-    spec = _Spec(SHAPE, (3,), EDGE, BOX, False, False, False)
-    other = _Spec(SHAPE, (4,), EDGE, BOX, False, False, False)
-    a = _block_state(spec, (0, 0), small["scene"], small["background"], small["mask"])
-    b = _block_state(other, (0, 0), small["scene"], small["background"], small["mask"])
+    spec = Spec(SHAPE, (3,), EDGE, BOX, False, False, False)
+    other = Spec(SHAPE, (4,), EDGE, BOX, False, False, False)
+    a = block_state(spec, (0, 0), small["scene"], small["background"], small["mask"])
+    b = block_state(other, (0, 0), small["scene"], small["background"], small["mask"])
     with pytest.raises(ValueError, match="widths"):
         a.merge(b)
 
@@ -415,19 +413,19 @@ def test_exact_sums_are_split_independent():
     ref = math.fsum(x)
     keys = np.zeros(x.size, dtype=np.int64)
     no_counts = np.zeros((0, x.size), dtype=np.int64)
-    whole = _Table.combine([_Table(keys, (_exact_values(x),), no_counts)])
-    total = _exact_float(whole.sums[0])[0]
+    whole = KeyedTable.combine([KeyedTable(keys, (exact_values(x),), no_counts)])
+    total = exact_float(whole.sums[0])[0]
     assert abs(total - ref) <= math.ulp(ref)
     for cuts in ([100, 2000], [1, 2, 3, 2999], [1500]):
         parts = [
-            _Table(keys[p], (_exact_values(x[p]),), no_counts[:, p])
+            KeyedTable(keys[p], (exact_values(x[p]),), no_counts[:, p])
             for p in np.split(np.arange(x.size), cuts)
         ]
-        merged = _Table.combine(parts[::-1])
-        assert _exact_float(merged.sums[0])[0] == total
+        merged = KeyedTable.combine(parts[::-1])
+        assert exact_float(merged.sums[0])[0] == total
     # Each value alone comes back exactly, whatever its sign and size.
     tiny = np.array([5e-324, -2.5e-310, 1e308, -3.0, 0.0])
-    np.testing.assert_array_equal(_exact_float(_exact_values(tiny)), tiny)
+    np.testing.assert_array_equal(exact_float(exact_values(tiny)), tiny)
 
 
 def test_fast_moment_state_equals_reference():
@@ -435,9 +433,9 @@ def test_fast_moment_state_equals_reference():
     v = rng.normal(size=(60, 70)) * 10.0 ** rng.integers(-8, 8, (60, 70))
     v[3, 4] = np.nan
     mask = rng.random(v.shape) < 0.3
-    assert _moment_state(v) == moment_state(v)
-    assert _moment_state(v, drop=mask) == moment_state(v, mask=mask)
-    assert _moment_state(v, keep=mask) == moment_state(v, mask=~mask)
+    assert moment_state_of(v) == moment_state(v)
+    assert moment_state_of(v, drop=mask) == moment_state(v, mask=mask)
+    assert moment_state_of(v, keep=mask) == moment_state(v, mask=~mask)
 
 
 # ------------------------------------------------------------ significance
@@ -518,8 +516,6 @@ def test_without_truth_sources_use_background(small):
 
 # ------------------------------------------- one-pass kernels vs the former path
 
-_FORMER = ("_scale_state", "_bias_state", "_source_state")
-
 
 def _variant(d, name):
     """The small scene in another form: missing inputs, float32, extremes."""
@@ -566,8 +562,8 @@ def _metrics_json(d, chunks, **kw):
 
 
 def _former(monkeypatch):
-    for name in _FORMER:
-        monkeypatch.setattr(metrics, name, getattr(metrics, name + "_reference"))
+    for name, reference in REFERENCES.items():
+        monkeypatch.setattr(_block, name, reference)
 
 
 @pytest.mark.parametrize(
@@ -603,8 +599,8 @@ def test_one_pass_equals_former_path(small, monkeypatch, variant, chunks, option
 
 def test_one_pass_states_equal_former_states(small, monkeypatch):
     """Merged states, integer for integer, with boxes and blocks cut by chunks."""
-    spec = _Spec(SHAPE, (1, 3, 4, 7, 16, 29), EDGE, BOX, True, True, True)
-    cat = _read_catalogue(small["catalogue"], SHAPE, None, 0)
+    spec = Spec(SHAPE, (1, 3, 4, 7, 16, 29), EDGE, BOX, True, True, True)
+    cat = read_catalogue(small["catalogue"], SHAPE, None, 0)
     cuts = ([0, 29, 30, 61, 97], [0, 44, 45, 100, 131])
     new = _fold(_chunk_states(small, spec, cat, *cuts))
     with monkeypatch.context() as mp:
@@ -661,7 +657,7 @@ def test_bit_split_equals_split_digits():
     rng = np.random.default_rng(6)
     bits = rng.integers(-(2**63), 2**63 - 1, 200_000, dtype=np.int64)
     values = np.concatenate([bits.view(np.float64), _special_floats()])
-    q, d = _nb_digits(values)
+    q, d = nb_digits(values)
     np.testing.assert_array_equal(np.vstack([q, d]), _split_digits_all(values))
 
 
@@ -673,7 +669,7 @@ def _column_floats(limbs, q0s):
     for c in range(n):
         buf = np.zeros(k + 6, np.int64)
         buf[3 : 3 + k] = limbs[:, c]
-        out[c] = _nb_column_float(buf, k, q0s[c])
+        out[c] = nb_column_float(buf, k, q0s[c])
     return out
 
 
@@ -697,7 +693,7 @@ def test_register_float_equals_general_path(k):
     q0s[::7] = 0
     got = np.empty(n)
     for q0 in np.unique(q0s):
-        got[q0s == q0] = _nb_to_float(np.ascontiguousarray(limbs[:, q0s == q0]), q0)
+        got[q0s == q0] = nb_to_float(np.ascontiguousarray(limbs[:, q0s == q0]), q0)
     want = _column_floats(limbs, q0s)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
@@ -709,7 +705,7 @@ def test_grouped_moments_equal_moment_state():
     odd = np.concatenate([_special_floats(), [1e300, -1e200, 1e-170, 3e-310]])
     v[: odd.size] = odd  # squares that overflow, underflow or are subnormal
     group = rng.integers(0, 5, v.size)
-    states = _grouped_moment_states(v, group, 6)
+    states = grouped_moment_states(v, group, 6)
     for g in range(6):
         assert states[g] == moment_state(v[group == g])
 
@@ -724,8 +720,8 @@ def test_digit_range_equals_scan():
         np.array([[5e-324, -np.inf, 0.0]]),
     ]
     for v in cases:
-        got = _nb_digit_range(v)
-        want = _nb_limb_range(v, np.zeros((1, 1), bool), 0)
+        got = nb_digit_range(v)
+        want = nb_limb_range(v, np.zeros((1, 1), bool), 0)
         if want[1] < 0:
             assert got[1] < 0
         else:
