@@ -297,10 +297,10 @@ def test_kept_intermediates_are_freed_when_the_run_ends(sim, tmp_path):
     from tilesky.cluster import execution
 
     with execution(None, dashboard=False, announce=lambda msg: None) as ctx:
-        store = run_to_store(
+        run = run_to_store(
             str(sim), str(tmp_path / "run.zarr"), config=resolve_config(None)
         )
-        assert store.result is not None
+        assert run.computed
         deadline = time.monotonic() + 10
         while True:
             held = ctx.client.run(lambda dask_worker: len(dask_worker.data))

@@ -228,7 +228,7 @@ def _cmd_run(args) -> int:
         show_progress(progress),
     ):
         _resume_gc()
-        store = run_to_store(
+        run = run_to_store(
             args.input,
             args.output,
             config=cfg,
@@ -242,18 +242,18 @@ def _cmd_run(args) -> int:
             storage_options=opts,
             out_storage_options=opts,
         )
-        if store.result is None:
+        if not run.computed:
             _say(f"tilesky: {shown} is already complete; nothing to do")
             return 0
         _say(
             f"tilesky: wrote {shown} in {time.perf_counter() - start:.1f} s "
-            f"({store.blocks_written} blocks written, {store.blocks_skipped} reused)"
+            f"({run.blocks_written} blocks written, {run.blocks_skipped} reused)"
         )
         if report_dir is not None and not args.no_report:
             # Still on the cluster: block means for the figures run there, and
             # the per-source points of the metrics pass are reused.
             try:
-                html = _write_report(args.output, report_dir, opts, points=store.points)
+                html = _write_report(args.output, report_dir, opts, points=run.points)
             except ImportError as exc:
                 # The run itself is complete; only the figures are missing.
                 _say(f"tilesky: no report ({exc}); install tilesky[plots]")
@@ -276,7 +276,7 @@ def _report_dir(output: str, requested: str | None) -> Path | None:
 
 
 def _write_report(run: str, out_dir: Path, opts: dict, points=None) -> Path:
-    from tilesky._dispatch import simulation_reference
+    from tilesky._inputs import simulation_reference
     from tilesky.report import write_report
     from tilesky.store import open_run
 
@@ -354,11 +354,13 @@ def _cmd_demo(args) -> int:
             overwrite=True,
         )
         _say(f"tilesky: simulated the notebook scene to {scene}")
-        store = run_to_store(
+        result = run_to_store(
             str(scene), str(run), config=cfg, chunks=args.chunks, overwrite=True
         )
         _say(f"tilesky: wrote {run} in {time.perf_counter() - start:.1f} s")
-        html = _write_report(str(run), out_dir / "demo_report", {}, points=store.points)
+        html = _write_report(
+            str(run), out_dir / "demo_report", {}, points=result.points
+        )
     import xarray as xr
 
     ds = xr.open_zarr(str(run), consolidated=True)

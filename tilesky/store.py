@@ -177,14 +177,9 @@ class RunStore:
         # Created empty by this object: no block of it exists yet.
         self._fresh = False
         self._run = uuid.uuid4().hex
-        self.outputs: dict[str, da.Array] = {}
         #: Arrays of this store (by dask name) that tiles may read from Zarr
         #: themselves (see :class:`~tilesky.backends.ZarrSource`).
         self.sources: dict[str, ZarrSource] = {}
-        #: Set by run_to_store once the pipeline ran (None: nothing to do).
-        self.result = None
-        #: Per-source residuals of the metrics pass, for the report's plots.
-        self.points = None
 
     # -- life cycle -----------------------------------------------------------
     def create(

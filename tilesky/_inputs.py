@@ -1,0 +1,261 @@
+"""What a run reads: the image, the user's mask and weight map, and any truth.
+
+:func:`prepare` opens the image with chunks aligned to the mesh boxes (or
+whole, for the reference path), checks its size against the
+configuration, and applies the weight map and the user's mask, so that both
+entry points of :mod:`tilesky._dispatch` hand the pipeline the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import fsspec
+import numpy as np
+import xarray as xr
+
+from tilesky.config import Config
+from tilesky.io import (
+    ImageInput,
+    InputError,
+    is_url,
+    open_image,
+    run_tiles,
+    strip_credentials,
+)
+from tilesky.kernels._ring import ring_depth
+from tilesky.store import StoreError
+
+__all__ = ["Prepared", "prepare", "refuse_overlap", "simulation_reference"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The inputs of one run, ready for the pipeline.
+
+    ``scene`` is the image (numpy for the whole-image path, dask otherwise)
+    with zero-weight pixels set to NaN; ``user_mask`` is True where the user
+    asked pixels to be ignored (or None); ``image`` is the opened input
+    (identity, header, coordinates).
+    """
+
+    image: ImageInput
+    scene: Any
+    user_mask: Any
+
+
+def prepare(
+    source: Any,
+    cfg: Config,
+    *,
+    whole: bool = False,
+    chunks: Any = None,
+    plan_tiles: bool = False,
+    mask: Any = None,
+    weight: Any = None,
+    variable: str | None = None,
+    hdu: int | str | None = None,
+    storage_options: dict | None = None,
+    threads: int = 1,
+) -> Prepared:
+    """Open ``source`` and its mask and weight map for a run of ``cfg``.
+
+    ``whole``: numpy arrays for the whole-image backend. ``plan_tiles``
+    (with ``chunks=None``): tiles of :func:`tilesky.io.run_tiles` for
+    ``threads`` worker threads.
+    """
+    opened = {"variable": variable, "hdu": hdu, "storage_options": storage_options}
+    image = _open_sized(source, cfg, chunks=chunks, **opened)
+    if plan_tiles and chunks is None:
+        tiles = run_tiles(
+            image.data.shape, image.data.chunksize, cfg.chunk_multiple, threads=threads
+        )
+        if tiles != image.data.chunksize:
+            image = _open_sized(source, cfg, chunks=tiles, **opened)
+    # The reader's conversion (dtype, masked pixels to NaN), in memory.
+    scene = np.asarray(image.data.compute()) if whole else image.data
+    tiled = not whole
+    scene = _apply_weight(
+        scene, _aux_map(weight, image, "weight", storage_options, tiled=tiled)
+    )
+    user_mask = _as_mask(mask, image, tiled=tiled, storage_options=storage_options)
+    return Prepared(image, scene, user_mask)
+
+
+def _check_size(shape: tuple[int, ...], cfg: Config) -> None:
+    """Refuse an image smaller than the ring footprint or a mesh box.
+
+    Reflect padding would still give numbers, but an annulus wider than the
+    image is filled with mirrored copies of the pixels (and sources) it is
+    meant to exclude, and a mesh without one whole box has no statistics:
+    the background would be silently wrong.
+    """
+    ring = 2 * ring_depth(cfg.ring.radius_in, cfg.ring.width) + 1
+    meshes = (cfg.first_mesh.box_size, cfg.final_mesh.box_size)
+    box = tuple(max(b[axis] for b in meshes) for axis in (0, 1))
+    need = (max(ring, box[0]), max(ring, box[1]))
+    if shape[0] >= need[0] and shape[1] >= need[1]:
+        return
+    msg = (
+        f"the image {tuple(int(n) for n in shape)} is too small for this "
+        f"configuration: it needs at least {need[0]}x{need[1]} pixels (ring-median "
+        f"footprint {ring}x{ring} from ring.radius_in={cfg.ring.radius_in} and "
+        f"ring.width={cfg.ring.width}; largest mesh box_size {box}); give a larger "
+        "image or smaller settings, e.g. ring.radius_in=4 ring.width=2 "
+        "first_mesh.box_size=4 final_mesh.box_size=4"
+    )
+    raise InputError(msg)
+
+
+def _open_sized(source: Any, cfg: Config, **kwargs: Any) -> ImageInput:
+    """:func:`open_image` with chunks aligned to the mesh boxes, size-checked."""
+    try:
+        image = open_image(source, box_size=cfg.chunk_multiple, **kwargs)
+    except InputError:
+        # open_image refuses an image smaller than the chunk multiple (the lcm
+        # of the boxes, a size the user never chose); when that is the cause,
+        # name the ring and box sizes instead. Only failures pay this reopen.
+        try:
+            shape = open_image(source, box_size=1, **kwargs).data.shape
+        except InputError:
+            shape = None
+        if shape is not None and len(shape) == 2:
+            _check_size(shape, cfg)
+        raise
+    _check_size(image.data.shape, cfg)
+    return image
+
+
+def _location(path: Any, storage_options: dict | None) -> tuple[str, str] | None:
+    """``(protocol, normalized path)`` of a path or URL; None for arrays."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    text = os.fspath(path)
+    if is_url(text):
+        try:
+            fs, where = fsspec.core.url_to_fs(text, **(storage_options or {}))
+        except Exception:  # opening it will say what is wrong
+            return None
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol not in ("file", "local"):
+            return (protocol, "/" + where.strip("/"))
+        text = where
+    return ("file", os.path.realpath(os.path.expanduser(text)))
+
+
+def refuse_overlap(out, out_options, what: str, given, in_options) -> None:
+    """Refuse an output that is, or holds, an input: creating it deletes that."""
+    target, source = _location(out, out_options), _location(given, in_options)
+    if target is None or source is None or target[0] != source[0]:
+        return
+    if target[0] != "file" and (out_options or {}) != (in_options or {}):
+        return  # perhaps another endpoint: not provably the same object
+    inside = source[1].startswith(target[1].rstrip("/") + "/")
+    if source[1] == target[1] or inside:
+        relation = "is" if source[1] == target[1] else "contains"
+        msg = (
+            f"output {strip_credentials(str(out))!r} {relation} the {what} "
+            f"{strip_credentials(os.fspath(given))!r}; writing the run there would "
+            "delete it: choose another output path"
+        )
+        raise StoreError(msg)
+
+
+def _as_mask(mask, image: ImageInput, *, tiled: bool, storage_options=None):
+    arr = _aux_map(mask, image, "mask", storage_options, tiled=tiled)
+    if arr is None:
+        return None
+    if arr.dtype.kind not in "biuf":
+        msg = f"mask must be boolean or numeric, got dtype {arr.dtype}"
+        raise InputError(msg)
+    if arr.dtype != bool:
+        # A numeric mask: non-zero means masked; NaN counts as masked too.
+        arr = (arr != 0) | (arr != arr)
+    return arr
+
+
+def _aux_map(source, image: ImageInput, what: str, storage_options, *, tiled: bool):
+    """Open a mask or weight map given as an array or a path, shaped like the image."""
+    if source is None:
+        return None
+    if isinstance(source, (str, os.PathLike)):
+        # A mask may be stored as booleans; open_image refuses those as images.
+        aux = open_image(
+            os.fspath(source),
+            chunks=image.data.chunksize,
+            storage_options=storage_options,
+            boolean=what == "mask",
+        ).data
+    elif isinstance(source, xr.DataArray):
+        aux = source.data
+    elif isinstance(source, da.Array):
+        aux = source
+    else:
+        aux = np.asarray(source)
+    if aux.dtype.kind not in "biuf":
+        msg = (
+            f"{what} must be boolean or numeric, got dtype {aux.dtype}; "
+            f"give a {what} of numbers"
+        )
+        raise InputError(msg)
+    if tuple(aux.shape) != tuple(image.data.shape):
+        msg = (
+            f"{what} has shape {tuple(aux.shape)} but the image has shape "
+            f"{tuple(image.data.shape)}; give a {what} of the image's shape"
+        )
+        raise InputError(msg)
+    if tiled:
+        if isinstance(aux, da.Array):
+            return aux.rechunk(image.data.chunks)
+        return da.from_array(np.asarray(aux), chunks=image.data.chunks)
+    return np.asarray(aux)
+
+
+def _apply_weight(scene, weight):
+    """Pixels of zero (or non-finite) weight are no coverage."""
+    if weight is None:
+        return scene
+    lib = da if isinstance(scene, da.Array) else np
+    with np.errstate(invalid="ignore"):
+        covered = lib.isfinite(weight) & (weight > 0)
+    return lib.where(covered, scene, np.float32(np.nan)).astype(scene.dtype)
+
+
+def simulation_reference(source: Any, *, chunks=None, storage_options=None) -> dict:
+    """Truth, noisy sky and source catalogue when ``source`` is a simulation.
+
+    Returns an empty dict for any other input (real data have no truth).
+    """
+    if isinstance(source, xr.Dataset):
+        ds = source
+    elif isinstance(source, str):
+        try:
+            kw = {"storage_options": storage_options} if storage_options else {}
+            ds = xr.open_zarr(source, consolidated=False, **kw)
+        except Exception:  # not a Zarr group: no reference
+            return {}
+    else:
+        return {}
+    if ds.attrs.get("tilesky_kind") != "simulation":
+        return {}
+    ref: dict[str, Any] = {}
+    for name in ("truth", "sky"):
+        if name in ds:
+            arr = ds[name].data
+            if chunks is not None and isinstance(arr, da.Array):
+                arr = arr.rechunk(chunks)
+            ref[name] = arr
+    cols = ("x_mean", "y_mean", "flux", "re")
+    if all(c in ds for c in cols):
+        # One read for the four columns: each ``.values`` would be a
+        # computation of its own (a scheduler round trip on a cluster).
+        columns = dask.compute(*(ds[c].data for c in cols), scheduler="sync")
+        ref["catalogue"] = {
+            c: np.asarray(v) for c, v in zip(cols, columns, strict=True)
+        }
+    ref["noise_sigma"] = ds.attrs.get("noise_sigma")
+    return ref
