@@ -298,7 +298,7 @@ def _write_report(run: str, out_dir: Path, opts: dict, points=None) -> Path:
 
 
 def _cmd_report(args) -> int:
-    from tilesky.store import StoreError
+    from tilesky.errors import StoreError
 
     opts = _storage_options(args)
     out = Path(args.out) if args.out else _report_dir(args.run, None)

@@ -34,6 +34,8 @@ from typing import Any
 
 import dask
 
+from tilesky.errors import ClusterError
+
 __all__ = [
     "ClusterError",
     "ExecutionContext",
@@ -45,10 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tilesky")
-
-
-class ClusterError(RuntimeError):
-    """The scheduler cannot be reached or started."""
 
 
 @dataclass

@@ -15,7 +15,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from tilesky.store import StoreError, open_run
+from tilesky.errors import StoreError
+from tilesky.store import open_run
 
 __all__ = ["EXPORTS", "celestial_header", "export_fits"]
 

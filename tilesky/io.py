@@ -36,6 +36,8 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from tilesky.errors import InputError
+
 __all__ = [
     "DEFAULT_CHUNK",
     "RUN_TILE",
@@ -80,19 +82,6 @@ _SECRET_QUERY_RE = re.compile(
 _SECRET_KEY_RE = re.compile(r"(?i)key|secret|token|passw|credential|auth|sas|sig")
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
-
-
-class InputError(ValueError):
-    """An input tilesky cannot use; the message is one readable line.
-
-    Examples
-    --------
-    >>> str(InputError("cannot open input 'x.fits':\\n no such file"))
-    "cannot open input 'x.fits': no such file"
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tilesky.config import Config, MeshConfig
+from tilesky.errors import PipelineError
 from tilesky.estimators import make_estimator, make_sigma_clip
 from tilesky.kernels._interp import (
     fill_depth,
@@ -50,10 +51,6 @@ from tilesky.kernels._smoothfit import smoothfit, smoothfit_depth
 __all__ = ["PipelineError", "PipelineResult", "run_pipeline"]
 
 log = logging.getLogger("tilesky")
-
-
-class PipelineError(ValueError):
-    """The data cannot give a background with this configuration."""
 
 
 @dataclass
