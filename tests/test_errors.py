@@ -1,4 +1,4 @@
-"""The user errors: one base class, defined where nothing else is imported."""
+"""The user errors: one base class, parameter names, and the CLI's flags."""
 
 import pickle
 import subprocess
@@ -7,6 +7,9 @@ import sys
 import pytest
 
 from tilesky import errors
+from tilesky.cli import _user_message
+from tilesky.cluster import execution
+from tilesky.config import Config
 
 SUBCLASSES = {
     errors.ConfigError: ValueError,
@@ -66,3 +69,59 @@ def test_input_error_is_one_line_and_params_default_to_none():
     err = errors.InputError("cannot open\n   input 'x'")
     assert str(err) == "cannot open input 'x'"
     assert err.params == ()
+
+
+def test_library_messages_name_parameters_not_flags(tmp_path):
+    with pytest.raises(errors.ConfigError, match=r"^overrides expects") as info:
+        Config().with_overrides(["box_size"])
+    assert info.value.params == ("overrides",)
+    nowhere = str(tmp_path / "nowhere")
+    with (
+        pytest.raises(errors.ClusterError, match=r"^scheduler='.*nowhere' is neither"),
+        execution(nowhere),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("message", "params", "expected"),
+    [
+        ("scheduler='x' is neither", "scheduler", "--scheduler 'x' is neither"),
+        (
+            "pass overwrite=True to replace it",
+            "overwrite",
+            "pass --overwrite to replace it",
+        ),
+        ("overrides expects key=value", "overrides", "--set expects key=value"),
+        (
+            "hdu=1 does not apply; hdu= selects a FITS HDU",
+            "hdu",
+            "--hdu 1 does not apply; --hdu selects a FITS HDU",
+        ),
+        (
+            "choose one with variable= (available: a)",
+            "variable",
+            "choose one with --variable (available: a)",
+        ),
+        (
+            "pass resume=True to continue it or overwrite=True to replace it",
+            ("resume", "overwrite"),
+            "pass --resume to continue it or --overwrite to replace it",
+        ),
+        # Only whole names: dotted keys, longer names and flags stay.
+        (
+            "ring.hdu=2, tilesky_default_variable, --scheduler x",
+            ("hdu", "variable", "scheduler"),
+            "ring.hdu=2, tilesky_default_variable, --scheduler x",
+        ),
+        # Parameters without a flag, and errors without params, are unchanged.
+        ("box_size=0 is not valid", "box_size", "box_size=0 is not valid"),
+        ("hdu=1 is\n  wrong", (), "hdu=1 is wrong"),
+    ],
+)
+def test_cli_spells_parameters_as_flags(message, params, expected):
+    assert _user_message(errors.TileskyError(message, params=params)) == expected
+
+
+def test_cli_message_of_other_errors_is_its_one_line():
+    assert _user_message(FileNotFoundError("no\nsuch file")) == "no such file"

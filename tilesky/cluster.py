@@ -203,10 +203,10 @@ def execution(
         kw["scheduler_file"] = scheduler
     else:
         msg = (
-            f"--scheduler {scheduler!r} is neither 'threads', an address like "
+            f"scheduler={scheduler!r} is neither 'threads', an address like "
             "tcp://HOST:PORT, nor an existing scheduler file"
         )
-        raise ClusterError(msg)
+        raise ClusterError(msg, params="scheduler")
     try:
         client = Client(timeout="10s", **kw)
     except Exception as exc:

@@ -417,8 +417,8 @@ class Config:
             key, sep, raw = pair.partition("=")
             key = key.strip()
             if not sep or not key:
-                msg = f"--set expects key=value, got {pair!r}"
-                raise ConfigError(msg)
+                msg = f"overrides expects key=value strings, got {pair!r}"
+                raise ConfigError(msg, params="overrides")
             value = _parse_value(raw.strip())
             parts = key.split(".")
             if len(parts) > 2:

@@ -164,7 +164,7 @@ def strip_credentials(url: str) -> str:
 
 
 def parse_storage_options(pairs: list[str] | tuple[str, ...] | None) -> dict:
-    """Turn ``--storage-option key=value`` strings into fsspec storage options.
+    """Turn ``key=value`` strings into fsspec storage options.
 
     Values that look like a bool (``true``/``false``, any case), an int or a
     float become one; dotted keys make nested dicts
@@ -182,7 +182,7 @@ def parse_storage_options(pairs: list[str] | tuple[str, ...] | None) -> dict:
         if not sep or not key or any(not part for part in key.split(".")):
             msg = (
                 f"storage option {pair!r} is not key=value; "
-                "write it like --storage-option endpoint_url=http://host:9000"
+                "write it like endpoint_url=http://host:9000"
             )
             raise InputError(msg)
         node = options
@@ -312,7 +312,7 @@ def _pair(value: Any, name: str, *, whole: bool = False) -> tuple[int, int]:
     )
     if not ok:
         msg = f"{name}={value!r} is not valid; use {fix}"
-        raise InputError(msg)
+        raise InputError(msg, params=name)
     return (int(items[0]), int(items[1]))
 
 
@@ -394,14 +394,21 @@ def _working_dtype(dtype: Any, what: str, boolean: bool = False) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _check_shape(shape: tuple, what: str, hint: str, box: tuple[int, int]) -> None:
+def _check_shape(
+    shape: tuple,
+    what: str,
+    hint: str,
+    box: tuple[int, int],
+    *,
+    params: tuple[str, ...] = (),
+) -> None:
     shape = tuple(int(n) for n in shape)
     if len(shape) != 2:
         msg = (
             f"{what} has shape {shape} ({len(shape)}-D); tilesky needs a 2-D "
             f"image (ny, nx): {hint}"
         )
-        raise InputError(msg)
+        raise InputError(msg, params=params)
     if min(shape) == 0:
         msg = f"{what} has shape {shape}: it is empty; pass an image with pixels"
         raise InputError(msg)
@@ -436,7 +443,7 @@ def _pick_variable(
                 f"variable={variable!r} not found in {label}; "
                 f"available arrays: {available}"
             )
-            raise InputError(msg)
+            raise InputError(msg, params="variable")
         return variable
     if not shapes:
         msg = f"{label} holds no arrays; point at a store or group that holds the image"
@@ -449,7 +456,7 @@ def _pick_variable(
             f"{label} names {default!r} in its tilesky_default_variable attribute but "
             f"holds no such array; choose one with variable= (available: {available})"
         )
-        raise InputError(msg)
+        raise InputError(msg, params="variable")
     for name in _DEFAULT_VARIABLES:
         if name in shapes:
             return name
@@ -461,7 +468,7 @@ def _pick_variable(
         f"{label} holds several arrays and none is named {names}; "
         f"choose one with variable= (available: {available})"
     )
-    raise InputError(msg)
+    raise InputError(msg, params="variable")
 
 
 def _reject(option: str, value: Any, kind: str, applies: str) -> None:
@@ -470,7 +477,7 @@ def _reject(option: str, value: Any, kind: str, applies: str) -> None:
             f"{option}={value!r} does not apply to a {kind} input; "
             f"{option}= selects {applies}"
         )
-        raise InputError(msg)
+        raise InputError(msg, params=option)
 
 
 # --------------------------------------------------------------------------
@@ -595,7 +602,7 @@ def open_image(
             clean = _scrub(str(exc), _secret_values(text, options))
             if clean != str(exc):
                 # The cause's own text holds the credential: do not chain it.
-                raise InputError(clean) from None
+                raise InputError(clean, params=exc.params) from None
             raise
     msg = (
         f"cannot use an input of type {type(source).__name__}; pass a numpy, dask or "
@@ -670,7 +677,7 @@ def _open_dataarray(
             f"{label} has dims {arr.dims} and shape {arr.shape}; tilesky needs a 2-D "
             f"image: select a plane, e.g. .isel({first}=0), or pick another variable="
         )
-        raise InputError(msg)
+        raise InputError(msg, params="variable")
     source = arr.encoding.get("source")
     source = (
         strip_credentials(str(source)) if source else f"<xarray.DataArray {arr.name}>"
@@ -898,12 +905,11 @@ def _open_zarr(
         array, name = node, None
 
     what = f"Zarr array {name!r} of {label!r}" if name else f"Zarr array {label!r}"
-    hint = (
-        "choose a 2-D array with variable="
-        if name
-        else "store one plane as its own array"
-    )
-    _check_shape(array.shape, what, hint, box)
+    if name:
+        hint, params = "choose a 2-D array with variable=", ("variable",)
+    else:
+        hint, params = "store one plane as its own array", ()
+    _check_shape(array.shape, what, hint, box, params=params)
     target = _working_dtype(array.dtype, what, boolean)
 
     try:
@@ -1060,7 +1066,8 @@ def _hdu_summary(hdul: Any) -> str:
 
 def _select_hdu(hdul: Any, hdu: int | str | None, label: str) -> int:
     if isinstance(hdu, str) and re.fullmatch(r"-?\d+", hdu.strip()):
-        # "--hdu 1" arrives as a string; numeric EXTNAMEs are not a thing.
+        # A command line gives an index as a string too; numeric EXTNAMEs
+        # are not a thing.
         hdu = int(hdu)
     if hdu is None:
         for i, h in enumerate(hdul):
@@ -1079,25 +1086,25 @@ def _select_hdu(hdul: Any, hdu: int | str | None, label: str) -> int:
                 f"{label} holds no image data (HDUs: {_hdu_summary(hdul)}); "
                 "pass a FITS image"
             )
-        raise InputError(msg)
+        raise InputError(msg, params="hdu" if cubes else ())
     try:
         index = hdul.index_of(hdu)
         h = hdul[index]
     except (KeyError, IndexError) as exc:
         msg = f"hdu={hdu!r} not found in {label}; available HDUs: {_hdu_summary(hdul)}"
-        raise InputError(msg) from exc
+        raise InputError(msg, params="hdu") from exc
     if not _is_image_hdu(h):
         msg = (
             f"hdu={hdu!r} of {label} is a {type(h).__name__}, not an image; "
             f"choose an image HDU with hdu= (HDUs: {_hdu_summary(hdul)})"
         )
-        raise InputError(msg)
+        raise InputError(msg, params="hdu")
     if not h.shape:
         msg = (
             f"hdu={hdu!r} of {label} has no image data (NAXIS = 0); "
             f"choose an image HDU with hdu= (HDUs: {_hdu_summary(hdul)})"
         )
-        raise InputError(msg)
+        raise InputError(msg, params="hdu")
     return index
 
 
@@ -1148,7 +1155,13 @@ def _open_fits(
                 h = hdul[index]
                 shape = tuple(int(n) for n in h.shape)
                 what = f"HDU {index} ({h.name!r}) of {label!r}"
-                _check_shape(shape, what, "choose a 2-D image HDU with hdu=", box)
+                _check_shape(
+                    shape,
+                    what,
+                    "choose a 2-D image HDU with hdu=",
+                    box,
+                    params=("hdu",),
+                )
                 compressed = isinstance(h, fits.CompImageHDU)
                 end = None if gzipped else _data_end(hdul, index)
                 size = info.get("size")
