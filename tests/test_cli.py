@@ -462,6 +462,13 @@ def test_existing_output_needs_overwrite(sim, tmp_path, capsys):
     )
 
 
+def test_unknown_scheduler_names_the_flag(sim, tmp_path, capsys):
+    nowhere = str(tmp_path / "nowhere")
+    code = main(["run", str(sim), str(tmp_path / "o.zarr"), "--scheduler", nowhere])
+    _assert_one_line_error(code, capsys, f"error: --scheduler {nowhere!r} is neither")
+    assert not (tmp_path / "o.zarr").exists()
+
+
 def test_bad_inputs_give_one_line(tmp_path, capsys):
     code = main(
         [

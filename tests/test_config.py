@@ -58,7 +58,7 @@ def test_toml_and_overrides(tmp_path):
         ("final_mesh.nosuch=1", "unknown key"),
         ("ring.radius_in=-3", "ring.radius_in must be"),
         ("source_mask.fwhm=[1, 2]", "same, non-zero length"),
-        ("justtext", "expects key=value"),
+        ("justtext", r"^overrides expects key=value strings, got 'justtext'$"),
     ],
 )
 def test_bad_parameters_are_named(override, match):

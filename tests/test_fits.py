@@ -7,8 +7,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from tilesky import estimate_background
+from tilesky import StoreError, estimate_background
 from tilesky.cli import main
+from tilesky.export import export_fits
 
 
 def _tan_header(shape):
@@ -63,6 +64,13 @@ def test_big_endian_fits_with_blank_coverage_end_to_end(blank_scene, tmp_path, c
         )
     assert main(["export", str(out), "--fits", str(tmp_path / "fits")]) == 0
     capsys.readouterr()
+    # Existing files: the API names its parameter, the command line its flag.
+    with pytest.raises(StoreError, match=r"already exist; pass overwrite=True to"):
+        export_fits(str(out), tmp_path / "fits")
+    assert main(["export", str(out), "--fits", str(tmp_path / "fits")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tilesky: error: ") and len(err.splitlines()) == 1, err
+    assert err.endswith("already exist; pass --overwrite to replace them"), err
     blank = ~np.isfinite(blank_scene)
     with fits.open(tmp_path / "fits" / "background.fits") as hdul:
         bkg = hdul[0].data

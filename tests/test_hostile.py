@@ -322,9 +322,10 @@ def _missing(tmp):
 def _missing_variable(tmp):
     return Case(
         _zarr(tmp / "scene.zarr", _noise()),
-        r"variable='sky' not found.*available arrays: scene",
+        r"--variable 'sky' not found.*available arrays: scene",
         cli=["--variable", "sky"],
         api={"variable": "sky"},
+        api_pattern=r"variable='sky' not found.*available arrays: scene",
     )
 
 
@@ -334,9 +335,10 @@ def _table_hdu(tmp):
     fits.HDUList([fits.PrimaryHDU(_noise()), table]).writeto(path)
     return Case(
         str(path),
-        r"hdu=1 .* BinTableHDU, not an image",
+        r"--hdu 1 .* BinTableHDU, not an image; choose .* with --hdu ",
         cli=["--hdu", "1"],
         api={"hdu": 1},
+        api_pattern=r"hdu=1 .* BinTableHDU, not an image; choose .* with hdu=",
     )
 
 
@@ -350,26 +352,43 @@ def _only_tables(tmp):
 def _hdu_on_zarr(tmp):
     return Case(
         _zarr(tmp / "scene.zarr", _noise()),
-        r"hdu=1 does not apply to a Zarr input",
+        r"--hdu 1 does not apply to a Zarr input; --hdu selects a FITS HDU",
         cli=["--hdu", "1"],
         api={"hdu": 1},
+        api_pattern=r"hdu=1 does not apply to a Zarr input; hdu= selects a FITS HDU",
     )
 
 
 def _hdu_missing(tmp):
-    return Case(_good(tmp), r"hdu=5 not found", cli=["--hdu", "5"], api={"hdu": 5})
+    return Case(
+        _good(tmp),
+        r"--hdu 5 not found",
+        cli=["--hdu", "5"],
+        api={"hdu": 5},
+        api_pattern=r"hdu=5 not found",
+    )
 
 
 def _hdu_bad_name(tmp):
     return Case(
-        _good(tmp), r"hdu='SCI' not found", cli=["--hdu", "SCI"], api={"hdu": "SCI"}
+        _good(tmp),
+        r"--hdu 'SCI' not found",
+        cli=["--hdu", "SCI"],
+        api={"hdu": "SCI"},
+        api_pattern=r"hdu='SCI' not found",
     )
 
 
-def _set(override: str, pattern: str) -> Callable[[Path], Case]:
+def _set(
+    override: str, pattern: str, api_pattern: str | None = None
+) -> Callable[[Path], Case]:
     def build(tmp):
         return Case(
-            _good(tmp), pattern, cli=["--set", override], api={"overrides": [override]}
+            _good(tmp),
+            pattern,
+            cli=["--set", override],
+            api={"overrides": [override]},
+            api_pattern=api_pattern,
         )
 
     return build
@@ -590,7 +609,12 @@ CASES = [
         id="set-unknown-section",
     ),
     pytest.param(
-        _set("final_mesh.box_size", r"--set expects key=value"), id="set-without-value"
+        _set(
+            "final_mesh.box_size",
+            r"error: --set expects key=value strings, got 'final_mesh.box_size'$",
+            r"^overrides expects key=value strings, got 'final_mesh.box_size'$",
+        ),
+        id="set-without-value",
     ),
     pytest.param(
         _set("final_mesh.box_size=big", r"box_size must be an integer.*'big'"),

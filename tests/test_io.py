@@ -22,7 +22,7 @@ from astropy.io.fits.hdu.compressed import section as fits_comp_section
 from astropy.wcs import WCS
 from dask.callbacks import Callback
 
-import tilesky.io
+import tilesky.io._fits
 from tilesky.io import (
     DEFAULT_CHUNK,
     ImageInput,
@@ -136,7 +136,7 @@ def test_is_url_and_strip_credentials():
 
 
 def test_credentials_never_reach_messages():
-    from tilesky.io import _scrub, _secret_values
+    from tilesky.io._urls import scrub, secret_values
 
     options = {
         "endpoint_url": "http://minio:9000",
@@ -145,7 +145,7 @@ def test_credentials_never_reach_messages():
         "anon": False,
     }
     url = "s3://user:pa55/word@bucket/x.zarr?X-Amz-Signature=deadbeef&v=1"
-    secrets = _secret_values(url, options)
+    secrets = secret_values(url, options)
     assert set(secrets) == {
         "AKIAEXAMPLE",
         "wJalr/XUtnFEMI",
@@ -153,7 +153,7 @@ def test_credentials_never_reach_messages():
         "pa55/word",
         "deadbeef",
     }
-    text = _scrub(
+    text = scrub(
         "failed for AKIAEXAMPLE with wJalr/XUtnFEMI at http://minio:9000", secrets
     )
     assert text == "failed for *** with *** at http://minio:9000"
@@ -576,7 +576,7 @@ def test_fits_tasks_read_only_their_section(tmp_path, monkeypatch):
     with open(plain, "rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
     # a band holds at most _BAND_BYTES: 20 rows of 300 float32 here
-    monkeypatch.setattr(tilesky.io, "_BAND_BYTES", 20 * 300 * 4)
+    monkeypatch.setattr(tilesky.io._fits, "_BAND_BYTES", 20 * 300 * 4)
     image = open_image(gz, chunks=50, box_size=10)
     spy.calls.clear()
     block = image.data.blocks[3, 5].compute(scheduler="sync")

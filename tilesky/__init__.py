@@ -1,7 +1,8 @@
 """tilesky: tiled, distributed sky-background estimation with quality metrics.
 
 The one entry point is :func:`estimate_background`; :func:`simulate_scene`
-makes the reference notebook's scene with its truth.
+makes the reference notebook's scene with its truth. Errors a user can act
+on are :class:`TileskyError` subclasses, defined in :mod:`tilesky.errors`.
 
 Names are imported on first use, so ``tilesky --version`` and a Dask worker
 unpickling one kernel do not pay for the whole stack.
@@ -15,7 +16,14 @@ from typing import Any
 from tilesky._version import __version__
 
 __all__ = [
+    "ClusterError",
     "Config",
+    "ConfigError",
+    "InputError",
+    "OutputExistsError",
+    "PipelineError",
+    "StoreError",
+    "TileskyError",
     "__version__",
     "estimate_background",
     "load_config",
@@ -31,6 +39,18 @@ _LAZY = {
     "run_to_store": "tilesky._dispatch",
     "simulate_scene": "tilesky.simulate",
     "write_simulation": "tilesky.simulate",
+    **dict.fromkeys(
+        (
+            "TileskyError",
+            "ClusterError",
+            "ConfigError",
+            "InputError",
+            "OutputExistsError",
+            "PipelineError",
+            "StoreError",
+        ),
+        "tilesky.errors",
+    ),
 }
 
 

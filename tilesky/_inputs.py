@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from tilesky.config import Config
+from tilesky.errors import StoreError
 from tilesky.io import (
     ImageInput,
     InputError,
@@ -28,7 +29,6 @@ from tilesky.io import (
     strip_credentials,
 )
 from tilesky.kernels._ring import ring_depth
-from tilesky.store import StoreError
 
 __all__ = ["Prepared", "prepare", "refuse_overlap", "simulation_reference"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -298,7 +299,7 @@ def _write_report(run: str, out_dir: Path, opts: dict, points=None) -> Path:
 
 
 def _cmd_report(args) -> int:
-    from tilesky.store import StoreError
+    from tilesky.errors import StoreError
 
     opts = _storage_options(args)
     out = Path(args.out) if args.out else _report_dir(args.run, None)
@@ -466,7 +467,7 @@ def _main(argv: list[str] | None) -> int:
     except USER_ERRORS as exc:
         if args.debug:
             raise
-        _say(f"tilesky: error: {_one_line(exc)}{_access_hint(exc, args)}")
+        _say(f"tilesky: error: {_user_message(exc)}{_access_hint(exc, args)}")
         return 1
     except KeyboardInterrupt:
         _say("tilesky: interrupted; an unfinished run can be continued with --resume")
@@ -484,6 +485,47 @@ def _main(argv: list[str] | None) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
+
+
+#: The flag that sets each library parameter an error message may name.
+_FLAGS = {
+    "chunks": "--chunks",
+    "hdu": "--hdu",
+    "n_workers": "--workers",
+    "overrides": "--set",
+    "overwrite": "--overwrite",
+    "resume": "--resume",
+    "scheduler": "--scheduler",
+    "variable": "--variable",
+}
+
+
+def _user_message(exc: BaseException) -> str:
+    """The error's one line, naming this command's flags, not parameters.
+
+    A :class:`~tilesky.errors.TileskyError` lists in ``params`` the
+    parameters its message names, spelled ``name=value``, ``name=True``,
+    ``name=`` or ``name``: they become ``--flag value``, ``--flag``,
+    ``--flag`` and ``--flag``.
+    """
+    text = _one_line(exc)
+    for name in getattr(exc, "params", ()):
+        flag = _FLAGS.get(name)
+        if flag is None:
+            continue
+
+        def spell(match: re.Match, flag: str = flag) -> str:
+            # A value right after "=" stays, as the flag's argument.
+            return flag + (" " if match.group(1) else "")
+
+        # Not inside a longer name, a dotted key or a flag: "ring.width",
+        # "tilesky_default_variable" and "--scheduler" stay as they are.
+        pattern = (
+            rf"(?<![\w.-]){re.escape(name)}"
+            r"(?:=True\b|(=)(?=[^\s;,.)])|=|(?![\w=]))"
+        )
+        text = re.sub(pattern, spell, text)
+    return text
 
 
 def _access_hint(exc: BaseException, args) -> str:

@@ -34,6 +34,8 @@ from typing import Any
 
 import dask
 
+from tilesky.errors import ClusterError
+
 __all__ = [
     "ClusterError",
     "ExecutionContext",
@@ -45,10 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tilesky")
-
-
-class ClusterError(RuntimeError):
-    """The scheduler cannot be reached or started."""
 
 
 @dataclass
@@ -205,10 +203,10 @@ def execution(
         kw["scheduler_file"] = scheduler
     else:
         msg = (
-            f"--scheduler {scheduler!r} is neither 'threads', an address like "
+            f"scheduler={scheduler!r} is neither 'threads', an address like "
             "tcp://HOST:PORT, nor an existing scheduler file"
         )
-        raise ClusterError(msg)
+        raise ClusterError(msg, params="scheduler")
     try:
         client = Client(timeout="10s", **kw)
     except Exception as exc:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tilesky.errors import ConfigError
+
 __all__ = [
     "PRESETS",
     "Config",
@@ -37,10 +39,6 @@ RMS_ESTIMATOR_NAMES = ("std", "mad_std", "biweight")
 INTERPOLATORS = ("idw", "spline")
 NOISE_MODES = ("global", "local")
 FINAL_METHODS = ("mesh", "smoothfit")
-
-
-class ConfigError(ValueError):
-    """A parameter is unknown, malformed or out of range."""
 
 
 def _pair(name: str, value: Any) -> tuple[int, int]:
@@ -419,8 +417,8 @@ class Config:
             key, sep, raw = pair.partition("=")
             key = key.strip()
             if not sep or not key:
-                msg = f"--set expects key=value, got {pair!r}"
-                raise ConfigError(msg)
+                msg = f"overrides expects key=value strings, got {pair!r}"
+                raise ConfigError(msg, params="overrides")
             value = _parse_value(raw.strip())
             parts = key.split(".")
             if len(parts) > 2:

@@ -15,7 +15,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from tilesky.store import StoreError, open_run
+from tilesky.errors import StoreError
+from tilesky.store import open_run
 
 __all__ = ["EXPORTS", "celestial_header", "export_fits"]
 
@@ -76,8 +77,10 @@ def export_fits(
     targets = [out / f"{stem}.fits" for stem in EXPORTS.values()]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
-        msg = f"{', '.join(existing)} already exist; pass --overwrite to replace them"
-        raise StoreError(msg)
+        msg = (
+            f"{', '.join(existing)} already exist; pass overwrite=True to replace them"
+        )
+        raise StoreError(msg, params="overwrite")
     wcs_header = celestial_header(ds.attrs.get("wcs_header"))
     written = []
     for name, path in zip(EXPORTS, targets, strict=True):

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from tilesky.config import Config
+from tilesky.errors import PipelineError
 from tilesky.stages import _first_mask, _ring_median, _smoothfit, _source_mask
 from tilesky.stages._mesh import mesh_background
 from tilesky.stages._noise import global_noise
 from tilesky.stages._pointwise import masked_scene, residual, subtracted
-from tilesky.stages._stage import PipelineError
 
 __all__ = ["PipelineError", "PipelineResult", "Step", "plan", "run_pipeline"]
 

@@ -44,6 +44,7 @@ from zarr.core.sync import sync
 from tilesky import _progress
 from tilesky._version import __version__
 from tilesky.backends._tile_map import ZarrSource
+from tilesky.errors import OutputExistsError, StoreError
 
 __all__ = [
     "OutputExistsError",
@@ -59,14 +60,6 @@ STATUS_KEY = "tilesky_status"
 COMPLETE = "complete"
 RUNNING = "running"
 WORK = "_work"
-
-
-class StoreError(ValueError):
-    """The output store cannot be used (unreachable, unfinished, corrupt)."""
-
-
-class OutputExistsError(StoreError):
-    """The output exists and neither overwrite nor resume was asked for."""
 
 
 def _open_group(url: str, mode: str, storage_options: dict | None):

@@ -25,6 +25,7 @@ module                 task name           halo (pixels unless said)
 The order they run in is :func:`tilesky.pipeline.plan`.
 """
 
-from tilesky.stages._stage import LocalStage, PipelineError
+from tilesky.errors import PipelineError
+from tilesky.stages._stage import LocalStage
 
 __all__ = ["LocalStage", "PipelineError"]

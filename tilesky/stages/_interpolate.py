@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tilesky.config import MeshConfig
+from tilesky.errors import PipelineError
 from tilesky.kernels._interp import (
     idw_depth,
     idw_interpolate,
@@ -27,7 +28,7 @@ from tilesky.kernels._interp import (
     spline_interpolate,
 )
 from tilesky.stages._mesh import MeshMaps
-from tilesky.stages._stage import LocalStage, PipelineError
+from tilesky.stages._stage import LocalStage
 
 __all__ = ["NAME", "covered", "fill_holes", "restore_excluded", "to_pixels"]
 

@@ -7,7 +7,7 @@ It computes (it must: the thresholds of the next stage depend on it).
 
 from __future__ import annotations
 
-from tilesky.stages._stage import PipelineError
+from tilesky.errors import PipelineError
 
 __all__ = ["global_noise"]
 

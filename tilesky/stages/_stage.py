@@ -8,11 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LocalStage", "PipelineError"]
-
-
-class PipelineError(ValueError):
-    """The data cannot give a background with this configuration."""
+__all__ = ["LocalStage"]
 
 
 @dataclass(frozen=True)
