@@ -159,7 +159,7 @@ class MeshConfig:
     applied per box with ``sigma_clip_maxiters`` iterations, photutils'
     ``SigmaClip(sigma=3, maxiters=10)`` by default. ``max_distance`` bounds
     the inverse-distance neighbour search, in boxes: it is what makes the
-    interpolation local and hence exactly tileable (see ``kernels._interp``).
+    interpolation local and hence exactly tileable (see ``kernels._idw``).
     """
 
     box_size: tuple[int, int] = (6, 6)
