@@ -109,10 +109,11 @@ class RingConfig:
     width: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("radius_in", "width"):
+        # The kernel's own bounds (kernels._ring): radius_in=0 is a filled disk.
+        for name, low in (("radius_in", 0), ("width", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"ring.{name} must be an integer >= 1, got {value!r}"
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                msg = f"ring.{name} must be an integer >= {low}, got {value!r}"
                 raise ConfigError(msg)
 
 
