@@ -32,10 +32,16 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tilesky.kernels import _interp  # noqa: E402
-from tilesky.kernels._interp import idw_depth, idw_interpolate, mesh_window  # noqa: E402
+from tilesky.kernels import _idw  # noqa: E402
+from tilesky.kernels._idw import idw_depth, idw_interpolate  # noqa: E402
+from tilesky.kernels._mesh_window import mesh_window  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_idw.json"
+REPO = Path(__file__).resolve().parent.parent
+# The slow references live with the tests, which are not a package.
+sys.path.insert(0, str(REPO / "tests"))
+from _reference_kernels import idw_grid_reference  # noqa: E402
+
 IMAGE = 2000
 OFFSET = 950
 IDW = {"n_neighbors": 20, "power": 1.0, "regularization": 30.0}
@@ -69,12 +75,12 @@ def make_mesh(box: int, nan_fraction: float, seed: int = 0) -> np.ndarray:
 @contextlib.contextmanager
 def reference_kernel():
     """Route idw_interpolate through the per-pixel reference kernel."""
-    fast = _interp._idw_grid
-    _interp._idw_grid = _interp._idw_grid_reference
+    fast = _idw.idw_grid
+    _idw.idw_grid = idw_grid_reference
     try:
         yield
     finally:
-        _interp._idw_grid = fast
+        _idw.idw_grid = fast
 
 
 def tile_args(mesh: np.ndarray, box: int, tile: int) -> tuple[np.ndarray, dict]:

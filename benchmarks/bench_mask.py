@@ -7,7 +7,8 @@ Usage::
     python benchmarks/bench_mask.py --size 2000 --repeat 3
 
 For each case the table gives the best of N runs of the scipy reference
-(``_smooth_reference``, ``_dilate_reference``) and of the fast kernel, their
+(``smooth_reference``, ``dilate_reference`` in ``tests/_reference_kernels.py``)
+and of the fast kernel, their
 ratio, and whether the outputs are identical bit for bit. Writes
 ``benchmarks/results/bench_mask.json``. The first numba calls (compile, or
 loading the on-disk cache) are timed on their own and kept out of the
@@ -27,14 +28,17 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tilesky.kernels._mask import (  # noqa: E402
-    _dilate_reference,
-    _smooth_reference,
-    dilate_mask,
-    smooth,
-)
+from tilesky.config import Config  # noqa: E402
+from tilesky.kernels._mask import dilate_mask, smooth  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_mask.json"
+REPO = Path(__file__).resolve().parent.parent
+# The slow references live with the tests, which are not a package.
+sys.path.insert(0, str(REPO / "tests"))
+from _reference_kernels import dilate_reference, smooth_reference  # noqa: E402
+
+# The pipeline's smoothing radius, in sigmas.
+TRUNCATE = {"truncate": Config().smooth_truncate}
 
 
 def make_image(size: int, seed: int = 0) -> np.ndarray:
@@ -73,27 +77,28 @@ def main(argv=None) -> int:
     holey[: args.size // 10, : args.size // 5] = np.nan  # a blank corner
     extra = rng.random(image.shape) < 0.01
     # A source mask as the pipeline makes it: smoothed image over a threshold.
-    detected = _smooth_reference(image, 2.0) > 1.0
+    detected = smooth_reference(image, 2.0, **TRUNCATE) > 1.0
 
     # name, params, reference call, fast call
     cases = [
-        ("smooth", "sigma=3 truncate=4", _smooth_reference, smooth, (image, 3.0), {}),
-        ("smooth", "sigma=2.12 truncate=4", _smooth_reference, smooth,
-         (image, 2.12), {}),
-        ("smooth", "sigma=3 truncate=4 NaN+mask", _smooth_reference, smooth,
-         (holey, 3.0), {"mask": extra}),
-        ("dilate_mask", "radius=2", _dilate_reference, dilate_mask,
+        ("smooth", "sigma=3 truncate=4", smooth_reference, smooth, (image, 3.0),
+         TRUNCATE),
+        ("smooth", "sigma=2.12 truncate=4", smooth_reference, smooth,
+         (image, 2.12), TRUNCATE),
+        ("smooth", "sigma=3 truncate=4 NaN+mask", smooth_reference, smooth,
+         (holey, 3.0), {"mask": extra, **TRUNCATE}),
+        ("dilate_mask", "radius=2", dilate_reference, dilate_mask,
          (detected, 2), {}),
-        ("dilate_mask", "radius=4", _dilate_reference, dilate_mask,
+        ("dilate_mask", "radius=4", dilate_reference, dilate_mask,
          (detected, 4), {}),
     ]  # fmt: skip
 
     # First calls: numba compile, or load from its on-disk cache.
     start = time.perf_counter()
     small = image[:64, :64]
-    smooth(small, 1.0)
-    smooth(small, 1.0, mask=extra[:64, :64])
-    smooth(small.astype(np.float64), 1.0)
+    smooth(small, 1.0, **TRUNCATE)
+    smooth(small, 1.0, mask=extra[:64, :64], **TRUNCATE)
+    smooth(small.astype(np.float64), 1.0, **TRUNCATE)
     dilate_mask(detected[:64, :64], 2)
     first_call_s = time.perf_counter() - start
 

@@ -8,8 +8,9 @@ Usage::
 Each case is one sigma-clipping pass as the pipeline makes it: a residual
 image (float32 noise, a few bright sources, 1 % NaN) with a random 15 % mask
 and bounds at the mean +- 3 sigma, or with neither. ``reference`` is the former
-``moment_state`` (a float64 copy and two ``frexp`` per value), kept as
-``_moment_state_reference``; ``fast`` is ``moment_state``. ``identical``
+``moment_state`` (a float64 copy and two ``frexp`` per value), kept with the
+tests as ``moment_state_reference`` (``tests/_reference_kernels.py``);
+``fast`` is ``moment_state``. ``identical``
 compares the three Python integers of the states. Prints a table and writes
 ``benchmarks/results/bench_noise.json``. The first call of each path (numba
 compile, or loading the on-disk cache) is made on a small block and kept out
@@ -29,13 +30,13 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tilesky.kernels._noise import (  # noqa: E402
-    _moment_state_reference,
-    moment_state,
-    moments,
-)
+from tilesky.kernels._noise import moment_state, moments  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_noise.json"
+REPO = Path(__file__).resolve().parent.parent
+# The slow references live with the tests, which are not a package.
+sys.path.insert(0, str(REPO / "tests"))
+from _reference_kernels import moment_state_reference  # noqa: E402
 
 
 def make_residual(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         block = small.astype(dtype)
         for kw in ({}, {"lower": -3.0, "upper": 3.0, "mask": small_mask}):
             moment_state(block, **kw)
-            _moment_state_reference(block, **kw)
+            moment_state_reference(block, **kw)
     first_call_s = time.perf_counter() - start
 
     rows = []
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
             ("float64", "bounds+mask", image.astype(np.float64), bounds),
         ]
         for dtype, case, block, kw in cases:
-            ref_s, expected = runs(args.repeat, _moment_state_reference, block, **kw)
+            ref_s, expected = runs(args.repeat, moment_state_reference, block, **kw)
             fast_s, state = runs(args.repeat, moment_state, block, **kw)
             rows.append(
                 {

@@ -56,7 +56,8 @@ def test_toml_and_overrides(tmp_path):
         ("noise_mode=loud", "noise_mode must be one of"),
         ("nosuch=1", "unknown configuration key"),
         ("final_mesh.nosuch=1", "unknown key"),
-        ("ring.radius_in=-3", "ring.radius_in must be"),
+        ("ring.radius_in=-3", "ring.radius_in must be an integer >= 0"),
+        ("ring.width=0", "ring.width must be an integer >= 1"),
         ("source_mask.fwhm=[1, 2]", "same, non-zero length"),
         ("justtext", r"^overrides expects key=value strings, got 'justtext'$"),
     ],
@@ -64,6 +65,11 @@ def test_toml_and_overrides(tmp_path):
 def test_bad_parameters_are_named(override, match):
     with pytest.raises(ConfigError, match=match):
         Config().with_overrides([override])
+
+
+def test_filled_disk_ring_is_valid():
+    # The ring kernel's own bound: radius_in=0 is a disk median.
+    assert Config().with_overrides(["ring.radius_in=0"]).ring.radius_in == 0
 
 
 def test_unknown_preset_and_bad_toml(tmp_path):

@@ -1,24 +1,25 @@
-"""Tests of tilesky.kernels._interp: photutils parity and tiled == monolithic."""
+"""IDW and spline mesh kernels: photutils parity and tiled == monolithic."""
 
 import warnings
 
 import numpy as np
 import pytest
+from _reference_kernels import idw_grid_reference
 from astropy.utils.exceptions import AstropyDeprecationWarning
 from numpy.testing import assert_allclose, assert_array_equal
 from photutils.background import Background2D, BkgIDWInterpolator, MedianBackground
 from scipy.spatial import cKDTree
 
-from tilesky.kernels._interp import (
-    _spline_float64,
-    fill_depth,
-    fill_mesh_nans,
-    idw_depth,
-    idw_interpolate,
-    mesh_window,
-    spline_depth,
-    spline_interpolate,
-)
+from tilesky.config import MeshConfig
+from tilesky.kernels import _idw
+from tilesky.kernels._idw import fill_depth, fill_mesh_nans, idw_depth, idw_interpolate
+from tilesky.kernels._mesh_window import mesh_window
+from tilesky.kernels._spline import _spline_float64, spline_depth, spline_interpolate
+
+# photutils' IDW parameters (BkgIDWInterpolator, Background2D._interpolate_grid
+# defaults), the parity tests' reference; the reach is the config's, in boxes.
+PHOTUTILS_IDW = {"n_neighbors": 10, "power": 1.0, "regularization": 0.0}
+REACH_BOXES = MeshConfig().max_distance
 
 
 def _mesh_shape(shape, box):
@@ -147,7 +148,7 @@ def _spline64(
 @pytest.mark.parametrize("max_distance", [16.0, 2.5])
 def test_fill_matches_photutils_without_ties(max_distance):
     mesh = _random_mesh((40, 50), nan_fraction=0.3, hole=((20, 25), 5))
-    ours = fill_mesh_nans(mesh, max_distance=max_distance)
+    ours = fill_mesh_nans(mesh, **PHOTUTILS_IDW, max_distance=max_distance)
     ref = _background2d(mesh, (4, 4), (160, 200))._interpolate_grid(mesh)
 
     nan = np.isnan(mesh)
@@ -189,7 +190,7 @@ def test_fill_matches_definition_everywhere():
 def test_fill_keeps_dtype_and_input():
     mesh = _random_mesh((12, 9), nan_fraction=0.3).astype(np.float32)
     before = mesh.copy()
-    out = fill_mesh_nans(mesh)
+    out = fill_mesh_nans(mesh, **PHOTUTILS_IDW, max_distance=REACH_BOXES)
     assert out.dtype == np.float32
     assert not np.isnan(out).any()
     assert_array_equal(mesh, before)
@@ -216,13 +217,14 @@ def test_idw_matches_photutils_without_ties(shape, box, power):
         n_neighbors=20,
         power=power,
         regularization=30,
+        max_distance=REACH_BOXES * max(box),
     )
     assert ours.dtype == np.float32
     assert ours.shape == shape
 
     points = _centres(np.argwhere(~np.isnan(mesh)), box)
     dk, dk1 = _kth_distances(_pixels(shape), points, 20)
-    comparable = ((dk < dk1) & (dk <= 16 * max(box))).reshape(shape)
+    comparable = ((dk < dk1) & (dk <= REACH_BOXES * max(box))).reshape(shape)
     assert comparable.mean() > 0.5
     assert_allclose(ours[comparable], ref[comparable], rtol=1e-6)
 
@@ -263,12 +265,14 @@ def test_idw_matches_definition_everywhere(box, k, power, reg, max_distance):
 def test_idw_on_mesh_centres_and_constant_mesh():
     box = (5, 3)  # odd: pixels on the mesh centres exist
     mesh = _random_mesh((8, 9), nan_fraction=0.2)
-    out = idw_interpolate(mesh, box_size=box, out_shape=(40, 27), regularization=0)
+    idw = {**PHOTUTILS_IDW, "max_distance": REACH_BOXES * max(box)}
+    out = idw_interpolate(mesh, box_size=box, out_shape=(40, 27), **idw)
     valid = ~np.isnan(mesh)
     assert_array_equal(out[2::5, 1::3][valid], mesh[valid].astype(np.float32))
 
     const = np.where(valid, 7.3, np.nan)
-    out = idw_interpolate(const, box_size=box, out_shape=(40, 27), n_neighbors=20)
+    idw["n_neighbors"] = 20
+    out = idw_interpolate(const, box_size=box, out_shape=(40, 27), **idw)
     assert_array_equal(out, np.float32(7.3))
 
 
@@ -320,12 +324,17 @@ TILES = [(7, 5), (30, 24), (50, 41), (1000, 1000)]
 
 @pytest.mark.parametrize(
     ("shape", "box", "max_distance"),
-    [((131, 97), (6, 6), None), ((131, 97), (6, 6), 20.0), ((203, 151), (5, 3), 14.0)],
+    [((131, 97), (6, 6), 96.0), ((131, 97), (6, 6), 20.0), ((203, 151), (5, 3), 14.0)],
 )
 def test_idw_tiled_equals_monolithic(shape, box, max_distance):
     mshape = _mesh_shape(shape, box)
     mesh = _random_mesh(mshape, nan_fraction=0.3, hole=((10, 8), 4))
-    kwargs = {"n_neighbors": 20, "regularization": 30.0, "max_distance": max_distance}
+    kwargs = {
+        "n_neighbors": 20,
+        "power": 1.0,
+        "regularization": 30.0,
+        "max_distance": max_distance,
+    }
     mono = idw_interpolate(mesh, box_size=box, out_shape=shape, **kwargs)
     depth = idw_depth(max_distance, box)
     for tile in TILES:
@@ -336,7 +345,7 @@ def test_idw_tiled_equals_monolithic(shape, box, max_distance):
 @pytest.mark.parametrize("max_distance", [16.0, 3.5])
 def test_fill_tiled_equals_monolithic(max_distance):
     mesh = _random_mesh((41, 37), nan_fraction=0.4, hole=((20, 15), 6))
-    mono = fill_mesh_nans(mesh, max_distance=max_distance)
+    mono = fill_mesh_nans(mesh, **PHOTUTILS_IDW, max_distance=max_distance)
     depth = fill_depth(max_distance)
     for tile in [(1, 1), (3, 4), (7, 11), (100, 100)]:
         tiled = np.full(mesh.shape, -1.0)
@@ -344,7 +353,9 @@ def test_fill_tiled_equals_monolithic(max_distance):
             win = mesh_window(
                 (y, x), (ty, tx), box_size=1, depth=depth, mesh_shape=mesh.shape
             )
-            block = fill_mesh_nans(mesh[win], max_distance=max_distance)
+            block = fill_mesh_nans(
+                mesh[win], **PHOTUTILS_IDW, max_distance=max_distance
+            )
             oy, ox = y - win[0].start, x - win[1].start
             tiled[y : y + ty, x : x + tx] = block[oy : oy + ty, ox : ox + tx]
         assert_array_equal(tiled, mono)
@@ -384,7 +395,13 @@ def test_large_holes_nan_only_out_of_reach():
 
     max_px = 8.0 * 4
     out = idw_interpolate(
-        mesh, box_size=box, out_shape=shape, n_neighbors=20, max_distance=max_px
+        mesh,
+        box_size=box,
+        out_shape=shape,
+        n_neighbors=20,
+        power=1.0,
+        regularization=0.0,
+        max_distance=max_px,
     )
     nearest, _ = cKDTree(_centres(np.argwhere(valid), box)).query(_pixels(shape))
     out_of_reach = (nearest > max_px).reshape(shape)
@@ -392,7 +409,7 @@ def test_large_holes_nan_only_out_of_reach():
     assert_array_equal(np.isnan(out), out_of_reach)
 
     max_cells = 8.0
-    filled = fill_mesh_nans(mesh, max_distance=max_cells)
+    filled = fill_mesh_nans(mesh, **PHOTUTILS_IDW, max_distance=max_cells)
     nearest, _ = cKDTree(np.argwhere(valid)).query(np.argwhere(np.ones(mshape)))
     out_of_reach = (nearest > max_cells).reshape(mshape)
     assert out_of_reach.any()
@@ -406,23 +423,28 @@ def test_large_holes_nan_only_out_of_reach():
 def test_depths():
     assert fill_depth(16.0) == 16
     assert idw_depth(96.0, 6) == 16
-    assert idw_depth(None, (6, 6)) == 16
+    assert idw_depth(96, (6, 6)) == 16
     assert idw_depth(20.0, (5, 3)) == 7
     assert spline_depth() == 26
 
 
 def test_errors():
     mesh = _random_mesh((10, 10))
+    idw = {**PHOTUTILS_IDW, "max_distance": 64.0}
     with pytest.raises(ValueError, match="n_neighbors"):
-        fill_mesh_nans(mesh, n_neighbors=0)
+        fill_mesh_nans(mesh, **{**idw, "n_neighbors": 0})
     with pytest.raises(ValueError, match="max_distance"):
-        fill_mesh_nans(mesh, max_distance=np.inf)
+        fill_mesh_nans(mesh, **{**idw, "max_distance": np.inf})
     with pytest.raises(ValueError, match="regularization"):
-        idw_interpolate(mesh, box_size=4, out_shape=(8, 8), regularization=-1)
+        idw_interpolate(
+            mesh, box_size=4, out_shape=(8, 8), **{**idw, "regularization": -1}
+        )
     with pytest.raises(ValueError, match="box_size"):
-        idw_interpolate(mesh, box_size=(4, 0), out_shape=(8, 8))
+        idw_interpolate(mesh, box_size=(4, 0), out_shape=(8, 8), **idw)
     with pytest.raises(ValueError, match="mesh_window"):
-        idw_interpolate(mesh[2:], box_size=4, out_shape=(8, 8), mesh_offset=(2, 0))
+        idw_interpolate(
+            mesh[2:], box_size=4, out_shape=(8, 8), mesh_offset=(2, 0), **idw
+        )
     with pytest.raises(ValueError, match="spline halo"):
         big = _random_mesh((80, 80))
         spline_interpolate(
@@ -448,9 +470,7 @@ def test_errors():
 
 def _with_reference_kernel(monkeypatch):
     """Route idw_interpolate / fill_mesh_nans through the reference kernel."""
-    from tilesky.kernels import _interp
-
-    monkeypatch.setattr(_interp, "_idw_grid", _interp._idw_grid_reference)
+    monkeypatch.setattr(_idw, "idw_grid", idw_grid_reference)
 
 
 def _both(monkeypatch, func, *args, **kwargs):
@@ -506,7 +526,7 @@ def test_idw_fast_equals_reference_randomized(monkeypatch, seed):
                 [
                     rng.uniform(0.3, 3.0),  # shorter than a box
                     rng.uniform(1.0, 20.0) * max(box),
-                    16.0 * max(box),  # the default reach
+                    REACH_BOXES * max(box),  # the pipeline's reach
                 ]
             )
         )
@@ -590,7 +610,13 @@ def test_idw_fast_equals_reference_mesh_smaller_than_reach(monkeypatch):
     for k in (1, 2, 4, 30):
         for box in [(1, 1), (4, 3), (7, 7)]:
             shape = (2 * box[0], 3 * box[1])
-            kwargs = {"box_size": box, "n_neighbors": k, "max_distance": 50.0}
+            kwargs = {
+                "box_size": box,
+                "n_neighbors": k,
+                "power": 1.0,
+                "regularization": 0.0,
+                "max_distance": 50.0,
+            }
             fast, ref = _both(
                 monkeypatch, idw_interpolate, mesh, out_shape=shape, **kwargs
             )

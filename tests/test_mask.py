@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from _reference_kernels import dilate_reference, smooth_reference
 from astropy.convolution import Tophat2DKernel
 from scipy import ndimage
 
+from tilesky.config import Config
 from tilesky.kernels._mask import (
-    _dilate_reference,
-    _smooth_reference,
     dilate_depth,
     dilate_mask,
     gaussian_depth,
@@ -16,6 +16,8 @@ from tilesky.kernels._mask import (
     smooth,
     tophat_footprint,
 )
+
+TRUNCATE = Config().smooth_truncate
 
 
 def _tiles(shape, tile):
@@ -46,8 +48,8 @@ def test_smooth_equals_direct_normalized_convolution():
     img = rng.normal(size=(41, 37)).astype(np.float32)
     img[5:9, 10:20] = np.nan
     sigma = 1.7
-    out = smooth(img, sigma)
-    r = gaussian_depth(sigma)
+    out = smooth(img, sigma, truncate=TRUNCATE)
+    r = gaussian_depth(sigma, TRUNCATE)
     y, x = np.mgrid[-r : r + 1, -r : r + 1]
     k = np.exp(-0.5 * (x**2 + y**2) / sigma**2)
     cover = np.isfinite(img)
@@ -61,8 +63,13 @@ def test_smooth_tiles_exactly(tile):
     rng = np.random.default_rng(0)
     img = rng.normal(size=(53, 47)).astype(np.float32)
     img[20:30, :7] = np.nan
-    whole = smooth(img, 2.0)
-    tiled = _tiled(lambda a: smooth(a, 2.0), img, gaussian_depth(2.0), tile)
+    whole = smooth(img, 2.0, truncate=TRUNCATE)
+    tiled = _tiled(
+        lambda a: smooth(a, 2.0, truncate=TRUNCATE),
+        img,
+        gaussian_depth(2.0, TRUNCATE),
+        tile,
+    )
     assert np.array_equal(whole, tiled, equal_nan=True)
 
 
@@ -136,7 +143,7 @@ def test_smooth_bit_identical_to_reference(dtype, sigma, truncate):
         mask = rng.random(shape) < 0.15
         for img, m in ((clean, None), (holey, None), (clean, mask), (holey, mask)):
             fast = smooth(img, sigma, truncate=truncate, mask=m)
-            ref = _smooth_reference(img, sigma, truncate=truncate, mask=m)
+            ref = smooth_reference(img, sigma, truncate=truncate, mask=m)
             assert _bit_equal(fast, ref), (shape, m is not None)
 
 
@@ -144,16 +151,17 @@ def test_smooth_bit_identical_all_blank_and_signed_zeros():
     # -0.0 survives scipy's interior sums but becomes +0.0 where the zero
     # padding is added: the kernel must reproduce both.
     zeros = np.full((40, 41), -0.0, dtype=np.float32)
-    ref = _smooth_reference(zeros, 1.0)
+    t = {"truncate": TRUNCATE}
+    ref = smooth_reference(zeros, 1.0, **t)
     assert np.signbit(ref).any() and not np.signbit(ref).all()
-    assert _bit_equal(smooth(zeros, 1.0), ref)
+    assert _bit_equal(smooth(zeros, 1.0, **t), ref)
     blank = np.full((9, 12), np.nan, dtype=np.float32)
-    assert _bit_equal(smooth(blank, 2.0), _smooth_reference(blank, 2.0))
+    assert _bit_equal(smooth(blank, 2.0, **t), smooth_reference(blank, 2.0, **t))
     everything = np.ones((9, 12), dtype=bool)
     img = np.ones((9, 12), dtype=np.float32)
-    out = smooth(img, 2.0, mask=everything)
+    out = smooth(img, 2.0, mask=everything, **t)
     assert np.isnan(out).all()
-    assert _bit_equal(out, _smooth_reference(img, 2.0, mask=everything))
+    assert _bit_equal(out, smooth_reference(img, 2.0, mask=everything, **t))
 
 
 def test_smooth_bit_identical_other_layouts_and_dtypes():
@@ -167,12 +175,26 @@ def test_smooth_bit_identical_other_layouts_and_dtypes():
         np.nan_to_num(base * 10).astype(np.int32),
         base.astype(np.float16),
     ]
+    t = {"truncate": TRUNCATE}
     for img in inputs:
-        assert _bit_equal(smooth(img, 1.5), _smooth_reference(img, 1.5))
+        assert _bit_equal(smooth(img, 1.5, **t), smooth_reference(img, 1.5, **t))
     row_mask = rng.random((1, 38)) < 0.3  # broadcast over rows
     assert _bit_equal(
-        smooth(base, 2.0, mask=row_mask), _smooth_reference(base, 2.0, mask=row_mask)
+        smooth(base, 2.0, mask=row_mask, **t),
+        smooth_reference(base, 2.0, mask=row_mask, **t),
     )
+
+
+def test_smooth_empty_and_invalid():
+    out = smooth(np.zeros((0, 7), np.float32), 2.0, truncate=TRUNCATE)
+    assert out.shape == (0, 7) and out.dtype == np.float32
+    with pytest.raises(ValueError, match="image must be 2-D"):
+        smooth(np.zeros(10), 2.0, truncate=TRUNCATE)
+    # The config's bounds: smooth_sigma, fwhm and smooth_truncate are > 0.
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        smooth(np.zeros((5, 5)), 0.0, truncate=TRUNCATE)
+    with pytest.raises(ValueError, match="truncate must be > 0"):
+        smooth(np.zeros((5, 5)), 2.0, truncate=-1.0)
 
 
 def test_smooth_tile_with_mask_equals_whole_image():
@@ -209,7 +231,7 @@ def test_dilate_identical_to_reference(radius):
             m[-1, -1] = True
             fast = dilate_mask(m, radius)
             assert fast.dtype == bool
-            assert np.array_equal(fast, _dilate_reference(m, radius)), shape
+            assert np.array_equal(fast, dilate_reference(m, radius)), shape
     empty = np.zeros((6, 5), dtype=bool)
     assert not dilate_mask(empty, radius).any()
 
@@ -225,7 +247,10 @@ def test_dilate_other_inputs_match_reference():
         (m, -1),
         (m, 260),  # beyond the uint8 distance range
     ]:
-        assert np.array_equal(dilate_mask(mm, radius), _dilate_reference(mm, radius))
+        assert np.array_equal(dilate_mask(mm, radius), dilate_reference(mm, radius))
+    assert dilate_mask(np.zeros((0, 4), bool), 3).shape == (0, 4)
+    with pytest.raises(ValueError, match="mask must be 2-D"):
+        dilate_mask(np.zeros(10, bool), 2)
 
 
 @pytest.mark.parametrize(("sigma", "truncate"), [(0.8, 4.0), (2.12, 4.0), (6.0, 3.0)])

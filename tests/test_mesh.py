@@ -20,6 +20,7 @@ from tilesky.estimators import (
     ModeEstimatorBackground,
     SExtractorBackground,
     StdBackgroundRMS,
+    make_sigma_clip,
 )
 from tilesky.kernels._mesh import filter_depth, filter_mesh, mesh_shape, mesh_statistics
 
@@ -74,6 +75,25 @@ def _rel(a, b):
 CLIP = AstropySigmaClip(sigma=3)
 
 
+# photutils' Background2D defaults, the parity tests' reference: what a call
+# below does not set explicitly.
+PHOTUTILS_STATS = {
+    "exclude_percentile": 10.0,
+    "sigma_clip": make_sigma_clip(3.0, maxiters=10),
+    "bkg_estimator": SExtractorBackground(),
+    "bkg_rms_estimator": StdBackgroundRMS(),
+}
+PHOTUTILS_FILTER = {"filter_size": 3, "filter_threshold": None}
+
+
+def _stats(data, mask=None, **params):
+    return mesh_statistics(data, mask, **{**PHOTUTILS_STATS, **params})
+
+
+def _filter(mesh, **params):
+    return filter_mesh(mesh, **{**PHOTUTILS_FILTER, **params})
+
+
 def _background2d(data, box, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -100,7 +120,7 @@ def test_filtered_meshes_match_photutils(shape, box, exclude, est_name):
     data = _scene(shape, rng, dtype)
     mask = rng.random(shape) < 0.03
     ours_est, phot_est = ESTIMATORS[est_name]
-    bkg, rms, n_good = mesh_statistics(
+    bkg, rms, n_good = _stats(
         data,
         mask,
         box_size=box,
@@ -125,8 +145,8 @@ def test_filtered_meshes_match_photutils(shape, box, exclude, est_name):
                 bkg_estimator=phot_est(),
             )
             kwargs = {"filter_size": filter_size, "filter_threshold": threshold}
-            fb = filter_mesh(bkg, **kwargs, global_min=global_min)
-            fr = filter_mesh(rms, **kwargs, threshold_mesh=bkg, global_min=global_min)
+            fb = _filter(bkg, **kwargs, global_min=global_min)
+            fr = _filter(rms, **kwargs, threshold_mesh=bkg, global_min=global_min)
             assert fb.dtype == ref.background_mesh.dtype
             worst = max(worst, _rel(fb, ref.background_mesh))
             worst = max(worst, _rel(fr, ref.background_rms_mesh))
@@ -146,7 +166,7 @@ def test_raw_statistics_match_photutils(dtype, est_name):
     mask = _blob_mask(shape, rng, 0.35)
     ours_est, phot_est = ESTIMATORS[est_name]
     for exclude in (0.0, 10.0, 50.0, 90.0, 100.0):
-        bkg, rms, n_good = mesh_statistics(
+        bkg, rms, n_good = _stats(
             data,
             mask,
             box_size=box,
@@ -174,9 +194,9 @@ def test_raw_statistics_match_photutils(dtype, est_name):
 def test_photutils_estimator_clipping_is_stripped():
     rng = np.random.default_rng(0)
     data = _scene((60, 50), rng)
-    ours = mesh_statistics(data, box_size=10, bkg_estimator=SExtractorBackground())
-    theirs = mesh_statistics(data, box_size=10, bkg_estimator=PhotSExtractor())
-    named = mesh_statistics(data, box_size=10, bkg_estimator="sextractor")
+    ours = _stats(data, box_size=10, bkg_estimator=SExtractorBackground())
+    theirs = _stats(data, box_size=10, bkg_estimator=PhotSExtractor())
+    named = _stats(data, box_size=10, bkg_estimator="sextractor")
     for a, b, c in zip(ours, theirs, named, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -185,13 +205,11 @@ def test_photutils_estimator_clipping_is_stripped():
 def test_dtype_rules():
     rng = np.random.default_rng(0)
     ints = rng.integers(90, 110, (40, 30)).astype(np.int16)
-    bkg, rms, n_good = mesh_statistics(ints, box_size=10, sigma_clip=None)
+    bkg, rms, n_good = _stats(ints, box_size=10, sigma_clip=None)
     assert bkg.dtype == rms.dtype == np.float32
     assert n_good.dtype == np.int32 and (n_good == 100).all()
     f32 = ints.astype(np.float32)
-    b32, _, _ = mesh_statistics(
-        f32, box_size=10, bkg_estimator=BiweightLocationBackground()
-    )
+    b32, _, _ = _stats(f32, box_size=10, bkg_estimator=BiweightLocationBackground())
     assert b32.dtype == np.float32
 
 
@@ -222,7 +240,7 @@ def test_tiles_reproduce_whole_image(shape, box, tile, estimators):
         "bkg_estimator": estimators[0],
         "bkg_rms_estimator": estimators[1],
     }
-    whole = mesh_statistics(data, mask, **kwargs)
+    whole = _stats(data, mask, **kwargs)
     by, bx = np.broadcast_to(box, 2)
     ty, tx = tile
     assert ty % by == 0 and tx % bx == 0
@@ -231,7 +249,7 @@ def test_tiles_reproduce_whole_image(shape, box, tile, estimators):
         cols = []
         for x0 in range(0, shape[1], tx):
             sl = np.s_[y0 : y0 + ty, x0 : x0 + tx]
-            part = mesh_statistics(data[sl], mask[sl], **kwargs)
+            part = _stats(data[sl], mask[sl], **kwargs)
             ms = np.s_[y0 // by : -(-(y0 + ty) // by), x0 // bx : -(-(x0 + tx) // bx)]
             for w, p in zip(whole, part, strict=True):
                 np.testing.assert_array_equal(p, w[ms])
@@ -262,7 +280,7 @@ def test_filter_equals_generic_filter(size, dtype):
     ref = _generic_median(mesh, size)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = filter_mesh(mesh, filter_size=size)
+        got = _filter(mesh, filter_size=size)
     assert got.dtype == mesh.dtype
     np.testing.assert_array_equal(got, ref)
 
@@ -274,20 +292,20 @@ def test_filter_threshold_semantics():
     full_bkg, full_rms = _generic_median(bkg, 3), _generic_median(rms, 3)
     threshold = 105.0
     above = bkg > threshold
-    got = filter_mesh(bkg, filter_threshold=threshold)
+    got = _filter(bkg, filter_threshold=threshold)
     np.testing.assert_array_equal(got, np.where(above, full_bkg, bkg))
-    got = filter_mesh(rms, filter_threshold=threshold, threshold_mesh=bkg)
+    got = _filter(rms, filter_threshold=threshold, threshold_mesh=bkg)
     np.testing.assert_array_equal(got, np.where(above, full_rms, rms))
     # below the global minimum (or None): everything is filtered
-    np.testing.assert_array_equal(filter_mesh(bkg, filter_threshold=0.0), full_bkg)
-    np.testing.assert_array_equal(filter_mesh(bkg), full_bkg)
+    np.testing.assert_array_equal(_filter(bkg, filter_threshold=0.0), full_bkg)
+    np.testing.assert_array_equal(_filter(bkg), full_bkg)
     # a tile's local minimum may be above the threshold; the global one decides
     np.testing.assert_array_equal(
-        filter_mesh(bkg, filter_threshold=threshold, global_min=threshold + 1), full_bkg
+        _filter(bkg, filter_threshold=threshold, global_min=threshold + 1), full_bkg
     )
     # nothing above the threshold: unchanged
-    np.testing.assert_array_equal(filter_mesh(bkg, filter_threshold=1e9), bkg)
-    np.testing.assert_array_equal(filter_mesh(bkg, filter_size=1), bkg)
+    np.testing.assert_array_equal(_filter(bkg, filter_threshold=1e9), bkg)
+    np.testing.assert_array_equal(_filter(bkg, filter_size=1), bkg)
 
 
 def test_filter_with_excluded_boxes_matches_photutils():
@@ -304,15 +322,15 @@ def test_filter_with_excluded_boxes_matches_photutils():
         filter_threshold=threshold,
         bkg_estimator=PhotMedian(),
     )
-    bkg, rms, _ = mesh_statistics(
+    bkg, rms, _ = _stats(
         data, mask, box_size=10, sigma_clip=CLIP, bkg_estimator=MedianBackground()
     )
     assert np.isnan(bkg).any()
     filled_bkg = ref._interpolate_grid(bkg)
     filled_rms = ref._interpolate_grid(rms)
     kwargs = {"filter_threshold": threshold, "global_min": float(np.nanmin(bkg))}
-    fb = filter_mesh(filled_bkg, **kwargs)
-    fr = filter_mesh(filled_rms, threshold_mesh=filled_bkg, **kwargs)
+    fb = _filter(filled_bkg, **kwargs)
+    fr = _filter(filled_rms, threshold_mesh=filled_bkg, **kwargs)
     assert _rel(fb, ref.background_mesh) <= RTOL
     assert _rel(fr, ref.background_rms_mesh) <= RTOL
 
@@ -325,8 +343,8 @@ def test_filter_tiles_with_halo(size, threshold):
     rms = rng.normal(5.0, 1.0, bkg.shape).astype(np.float32)
     gmin = float(bkg.min())
     kwargs = {"filter_size": size, "filter_threshold": threshold, "global_min": gmin}
-    whole_b = filter_mesh(bkg, **kwargs)
-    whole_r = filter_mesh(rms, threshold_mesh=bkg, **kwargs)
+    whole_b = _filter(bkg, **kwargs)
+    whole_r = _filter(rms, threshold_mesh=bkg, **kwargs)
     dy, dx = filter_depth(size)
     for y0 in range(0, 19, 4):
         for x0 in range(0, 14, 5):
@@ -334,8 +352,8 @@ def test_filter_tiles_with_halo(size, threshold):
             hy0, hx0 = max(0, y0 - dy), max(0, x0 - dx)
             halo = np.s_[hy0 : y1 + dy, hx0 : x1 + dx]
             core = np.s_[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
-            tb = filter_mesh(bkg[halo], **kwargs)[core]
-            tr = filter_mesh(rms[halo], threshold_mesh=bkg[halo], **kwargs)[core]
+            tb = _filter(bkg[halo], **kwargs)[core]
+            tr = _filter(rms[halo], threshold_mesh=bkg[halo], **kwargs)[core]
             np.testing.assert_array_equal(tb, whole_b[y0:y1, x0:x1])
             np.testing.assert_array_equal(tr, whole_r[y0:y1, x0:x1])
 
@@ -343,18 +361,18 @@ def test_filter_tiles_with_halo(size, threshold):
 def test_validation_errors():
     data = np.ones((20, 20))
     with pytest.raises(ValueError, match="box_size must be"):
-        mesh_statistics(data, box_size=0)
+        _stats(data, box_size=0)
     with pytest.raises(ValueError, match="box_size must be"):
-        mesh_statistics(data, box_size=(2, 3, 4))
+        _stats(data, box_size=(2, 3, 4))
     with pytest.raises(ValueError, match="exclude_percentile must be between"):
-        mesh_statistics(data, box_size=5, exclude_percentile=101)
+        _stats(data, box_size=5, exclude_percentile=101)
     with pytest.raises(ValueError, match="mask must have the shape"):
-        mesh_statistics(data, np.zeros((5, 5), bool), box_size=5)
+        _stats(data, np.zeros((5, 5), bool), box_size=5)
     with pytest.raises(ValueError, match="data must be a 2D array"):
-        mesh_statistics(np.ones(5), box_size=5)
+        _stats(np.ones(5), box_size=5)
     with pytest.raises(ValueError, match="'mean', 'median'"):
-        mesh_statistics(data, box_size=5, bkg_estimator="average")
+        _stats(data, box_size=5, bkg_estimator="average")
     with pytest.raises(ValueError, match="filter_size must be one or two"):
-        filter_mesh(data, filter_size=4)
+        _filter(data, filter_size=4)
     with pytest.raises(ValueError, match="threshold_mesh must have the shape"):
-        filter_mesh(data, filter_threshold=1.0, threshold_mesh=np.ones((3, 3)))
+        _filter(data, filter_threshold=1.0, threshold_mesh=np.ones((3, 3)))

@@ -6,16 +6,11 @@ from fractions import Fraction
 import dask.array as da
 import numpy as np
 import pytest
+from _reference_kernels import exact_sum, moment_state_reference
 
 from tilesky.backends import Tiled, WholeImage
 from tilesky.kernels import _noise
-from tilesky.kernels._noise import (
-    MomentState,
-    _exact_sum,
-    _moment_state_reference,
-    moment_state,
-    moments,
-)
+from tilesky.kernels._noise import MomentState, moment_state, moments
 
 
 def test_moments_are_exact_and_merge_in_any_order():
@@ -42,8 +37,6 @@ def test_bounds_and_mask():
 
 
 def test_compiled_state_equals_numpy_reference():
-    from tilesky.kernels._noise import _exact_sum
-
     rng = np.random.default_rng(3)
     x = rng.normal(size=(70, 90)) * 10.0 ** rng.integers(-30, 30, (70, 90))
     x[::7, ::5] = np.nan
@@ -52,8 +45,8 @@ def test_compiled_state_equals_numpy_reference():
     state = moment_state(x, lower=lo, upper=hi, mask=mask)
     keep = np.isfinite(x) & (x >= lo) & (x <= hi) & ~mask
     assert state.count == keep.sum()
-    assert state.sum == _exact_sum(x[keep])
-    assert state.sumsq == _exact_sum(x[keep] ** 2)
+    assert state.sum == exact_sum(x[keep])
+    assert state.sumsq == exact_sum(x[keep] ** 2)
 
 
 # -- the bit-pattern kernels against the digit path and the numpy reference --
@@ -65,7 +58,7 @@ def _check(values, *, lower=-math.inf, upper=math.inf, mask=None):
     # Casting a float32 signalling NaN to float64 raises the invalid flag:
     # the fast path never casts, the references do.
     with np.errstate(invalid="ignore", over="ignore"):
-        reference = _moment_state_reference(values, lower=lower, upper=upper, mask=mask)
+        reference = moment_state_reference(values, lower=lower, upper=upper, mask=mask)
         v = np.asarray(values, dtype=np.float64).ravel()
         keep = np.isfinite(v) & (v >= lower) & (v <= upper)
         if mask is not None:
@@ -74,8 +67,8 @@ def _check(values, *, lower=-math.inf, upper=math.inf, mask=None):
         squares = kept * kept
     assert state == reference
     assert state.count == keep.sum()
-    assert state.sum == _exact_sum(kept)
-    assert state.sumsq == _exact_sum(squares[np.isfinite(squares)])
+    assert state.sum == exact_sum(kept)
+    assert state.sumsq == exact_sum(squares[np.isfinite(squares)])
     return state
 
 
@@ -226,7 +219,7 @@ def test_blocks_above_the_bin_limit_are_cut(monkeypatch, dtype):
     x = _hostile(dtype, (23, 17), seed=9)
     mask = np.random.default_rng(10).random(x.shape) < 0.2
     with np.errstate(invalid="ignore"):
-        expected = _moment_state_reference(x, mask=mask, upper=1e20)
+        expected = moment_state_reference(x, mask=mask, upper=1e20)
     name = "_bins_f32" if dtype == np.float32 else "_bins_f64"
     kernel = getattr(_noise, name)
     sizes = []

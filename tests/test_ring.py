@@ -6,16 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+from _reference_kernels import ring_median_reference
 from astropy.convolution import Ring2DKernel
 from numpy.testing import assert_array_equal
 from scipy import ndimage
 
-from tilesky.kernels._ring import (
-    _ring_median_reference,
-    ring_depth,
-    ring_footprint,
-    ring_median,
-)
+from tilesky.config import ConfigError, RingConfig
+from tilesky.kernels._ring import ring_depth, ring_footprint, ring_median
 
 RINGS = [(15, 5), (3, 2), (1, 1)]
 DTYPES = [np.float32, np.float64]
@@ -62,8 +59,8 @@ class TestFootprint:
     @pytest.mark.parametrize(
         ("kwargs", "match"),
         [
-            ({"radius_in": -1, "width": 5}, "radius_in must be >= 0"),
-            ({"radius_in": 15, "width": 0}, "width must be >= 1"),
+            ({"radius_in": -1, "width": 5}, "radius_in must be an integer >= 0"),
+            ({"radius_in": 15, "width": 0}, "width must be an integer >= 1"),
             ({"radius_in": 2.5, "width": 5}, "radius_in must be an integer"),
             ({"radius_in": 15, "width": True}, "width must be an integer"),
         ],
@@ -75,6 +72,19 @@ class TestFootprint:
             ring_depth(**kwargs)
         with pytest.raises(ValueError, match=match):
             ring_median(np.zeros((4, 4)), **kwargs)
+
+    @pytest.mark.parametrize(
+        ("radius_in", "width"), [(-1, 5), (0, 5), (15, 0), (15, 1), (0, 1)]
+    )
+    def test_same_bounds_as_config(self, radius_in, width):
+        # One rule: the kernel accepts exactly the rings the config accepts.
+        try:
+            RingConfig(radius_in=radius_in, width=width)
+        except ConfigError:
+            with pytest.raises(ValueError, match="must be an integer >= "):
+                ring_depth(radius_in, width)
+        else:
+            assert ring_depth(radius_in, width) == radius_in + width
 
 
 class TestMatchesScipy:
@@ -118,7 +128,7 @@ class TestMatchesScipy:
         rng = np.random.default_rng(0)
         image = rng.normal(size=shape).astype(np.float32)
         result = ring_median(image, radius_in=radius_in, width=width)
-        expected = _ring_median_reference(image, radius_in=radius_in, width=width)
+        expected = ring_median_reference(image, radius_in=radius_in, width=width)
         assert_bit_identical(result, expected)
         # scipy's 2-D reflect reads wrong memory once the ring reaches four
         # image sides past the edge, so compare with it only short of that.
@@ -152,7 +162,7 @@ class TestNonFinite:
         image = rng.integers(0, 9, size=(33, 29)).astype(np.float32)
         image += rng.normal(size=image.shape).astype(np.float32) * 0.5
         expected = scipy_ring_median(image, radius_in, width)
-        result = _ring_median_reference(image, radius_in=radius_in, width=width)
+        result = ring_median_reference(image, radius_in=radius_in, width=width)
         assert_bit_identical(result, expected)
 
     @pytest.mark.parametrize("dtype", DTYPES)
@@ -166,7 +176,7 @@ class TestNonFinite:
         # A hole wider than the ring, so some outputs see no finite value.
         image[10:40, 20:52] = np.nan
         result = ring_median(image, radius_in=radius_in, width=width)
-        expected = _ring_median_reference(image, radius_in=radius_in, width=width)
+        expected = ring_median_reference(image, radius_in=radius_in, width=width)
         assert_bit_identical(result, expected)
         if (radius_in, width) != (15, 5):
             assert np.isnan(result).any()
@@ -185,14 +195,14 @@ class TestNonFinite:
         assert finite.size == 9
         expected = finite[finite.size // 2]
         assert ring_median(image, radius_in=1, width=1)[3, 3] == expected
-        assert _ring_median_reference(image, radius_in=1, width=1)[3, 3] == expected
+        assert ring_median_reference(image, radius_in=1, width=1)[3, 3] == expected
 
     def test_across_internal_tiles(self):
         rng = np.random.default_rng(0)
         image = rng.normal(size=(150, 270)).astype(np.float32)
         image[rng.random(image.shape) < 0.3] = np.nan
         result = ring_median(image, radius_in=1, width=1)
-        expected = _ring_median_reference(image, radius_in=1, width=1)
+        expected = ring_median_reference(image, radius_in=1, width=1)
         assert_bit_identical(result, expected)
 
     def test_all_nan(self):
@@ -204,7 +214,7 @@ class TestNonFinite:
     def test_tiny_with_nan(self):
         image = np.array([[1.0, np.nan], [np.inf, 4.0]], dtype=np.float32)
         result = ring_median(image, radius_in=3, width=2)
-        expected = _ring_median_reference(image, radius_in=3, width=2)
+        expected = ring_median_reference(image, radius_in=3, width=2)
         assert_bit_identical(result, expected)
 
 
@@ -220,11 +230,12 @@ def test_halo_makes_tile_exact():
 
 
 def test_shapes_and_errors():
-    assert ring_median(np.zeros((0, 5), np.float32)).shape == (0, 5)
+    ring = {"radius_in": RingConfig().radius_in, "width": RingConfig().width}
+    assert ring_median(np.zeros((0, 5), np.float32), **ring).shape == (0, 5)
     with pytest.raises(ValueError, match="image must be 2-D"):
-        ring_median(np.zeros(10))
+        ring_median(np.zeros(10), **ring)
     with pytest.raises(ValueError, match="image must hold real numbers"):
-        ring_median(np.zeros((5, 5), dtype=complex))
+        ring_median(np.zeros((5, 5), dtype=complex), **ring)
 
 
 CACHE_PROBE = """

@@ -1,19 +1,31 @@
 """Coarse-grid smoothfit against the per-pixel reference, and tiling exactness."""
 
+import dataclasses
 import itertools
 import warnings
 
 import numpy as np
 import pytest
+from _reference_kernels import smoothfit_reference
 from scipy import ndimage
 
+from tilesky.config import Config, ConfigError, SmoothFitConfig
 from tilesky.kernels._mask import gaussian_depth
-from tilesky.kernels._smoothfit import (
-    _grid_fit,
-    _smoothfit_reference,
-    smoothfit,
-    smoothfit_depth,
-)
+from tilesky.kernels._smoothfit import _grid_fit, smoothfit, smoothfit_depth
+
+SF = Config().smoothfit
+
+
+def _fit(image, mask=None, **params):
+    """:func:`smoothfit` with the config's order, truncate and step unless given."""
+    fit = {"order": SF.order, "truncate": SF.truncate, "step": SF.step}
+    return smoothfit(image, mask, **{**fit, **params})
+
+
+def _reference(image, mask=None, **params):
+    """The per-pixel reference with the config's order and truncate unless given."""
+    fit = {"order": SF.order, "truncate": SF.truncate}
+    return smoothfit_reference(image, mask, **{**fit, **params})
 
 
 def _scene(shape=(157, 203), seed=0, hole=(slice(55, 100), slice(85, 135))):
@@ -40,7 +52,7 @@ def test_grid_points_match_reference(order, scale, step):
     # A masked block wider than the window: NaN grid points and the
     # solver's low-order fallback around them.
     mask[100:150, 10:70] = True
-    ref = _smoothfit_reference(image, mask, scale=scale, order=order, dtype=np.float64)[
+    ref = _reference(image, mask, scale=scale, order=order, dtype=np.float64)[
         ::step, ::step
     ]
     grid = _grid_fit(image, mask, scale=scale, order=order, truncate=4.0, step=step)
@@ -57,14 +69,14 @@ def test_grid_points_match_reference(order, scale, step):
         at_pixels, ref, rtol=1e-9, atol=1e-9 * scale_of_data, equal_nan=True
     )
     # The public float32 result at grid pixels is the grid value itself.
-    fast = smoothfit(image, mask, scale=scale, order=order, step=step)
+    fast = _fit(image, mask, scale=scale, order=order, step=step)
     np.testing.assert_array_equal(fast[::step, ::step], at_pixels.astype(np.float32))
 
 
 def test_step_one_is_the_reference():
     image, mask = _scene((61, 77), seed=3, hole=(slice(20, 30), slice(5, 12)))
-    fast = smoothfit(image, mask, scale=4.0, step=1)
-    ref = _smoothfit_reference(image, mask, scale=4.0)
+    fast = _fit(image, mask, scale=4.0, step=1)
+    ref = _reference(image, mask, scale=4.0)
     np.testing.assert_allclose(fast, ref, rtol=2.0**-23, atol=0, equal_nan=True)
 
 
@@ -99,8 +111,8 @@ def test_smooth_field_matches_reference(name):
     field = SMOOTH_FIELDS[name]
     image = field.astype(np.float32)
     mask = np.random.default_rng(1).random(image.shape) < 0.3
-    fast = smoothfit(image, mask)
-    ref = _smoothfit_reference(image, mask)
+    fast = _fit(image, mask, scale=20.0)
+    ref = _reference(image, mask, scale=20.0)
     assert np.isfinite(fast).all()
     assert np.abs(fast - ref).max() < 1e-4
     if name in ("plane", "quadratic"):
@@ -112,7 +124,7 @@ def test_smooth_field_matches_reference(name):
 
 
 def _tiled(image, mask, tile, *, scale, step):
-    depth = smoothfit_depth(scale, 4.0, step=step)
+    depth = smoothfit_depth(scale, SF.truncate, step=step)
     ny, nx = image.shape
     ty, tx = tile
     out = np.full(image.shape, -1.0, dtype=np.float32)
@@ -121,7 +133,7 @@ def _tiled(image, mask, tile, *, scale, step):
         hy0, hx0 = max(y0 - depth, 0), max(x0 - depth, 0)
         hy1, hx1 = min(y1 + depth, ny), min(x1 + depth, nx)
         assert hy0 % step == 0 and hx0 % step == 0
-        part = smoothfit(
+        part = _fit(
             image[hy0:hy1, hx0:hx1], mask[hy0:hy1, hx0:hx1], scale=scale, step=step
         )
         out[y0:y1, x0:x1] = part[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
@@ -142,7 +154,7 @@ def _tiled(image, mask, tile, *, scale, step):
 )
 def test_tiles_reproduce_whole_image_bit_for_bit(scale, step, tile):
     image, mask = _scene()
-    whole = smoothfit(image, mask, scale=scale, step=step)
+    whole = _fit(image, mask, scale=scale, step=step)
     assert np.isnan(whole).any() == (scale == 5.0)
     tiled = _tiled(image, mask, tile, scale=scale, step=step)
     np.testing.assert_array_equal(tiled, whole)  # NaN == NaN here
@@ -152,14 +164,15 @@ def test_short_halo_is_not_exact():
     # The depth is needed: one step less changes some pixels.
     image, mask = _scene()
     scale, step = 5.0, 6
-    whole = smoothfit(image, mask, scale=scale, step=step)
-    depth = smoothfit_depth(scale, 4.0, step=step) - 2 * step
-    part = smoothfit(image[:, 60 - depth :], mask[:, 60 - depth :], scale=scale)
+    whole = _fit(image, mask, scale=scale, step=step)
+    depth = smoothfit_depth(scale, SF.truncate, step=step) - 2 * step
+    part = _fit(image[:, 60 - depth :], mask[:, 60 - depth :], scale=scale, step=step)
     assert not np.array_equal(part[:, depth : depth + 30], whole[:, 60:90])
 
 
 def test_depth():
-    assert smoothfit_depth(20.0, 4.0) == 96  # pipeline's positional call
+    assert smoothfit_depth(20.0, 4.0, step=6) == 96
+    assert smoothfit_depth(SF.scale, SF.truncate, step=SF.step) == 114
     for scale, truncate, step in [(20.0, 4.0, 6), (5.0, 3.0, 5), (7.3, 4.0, 10)]:
         depth = smoothfit_depth(scale, truncate, step=step)
         assert depth % step == 0
@@ -172,7 +185,7 @@ def test_depth():
 def test_plane_is_reproduced():
     y, x = np.mgrid[0:60, 0:50]
     plane = (0.01 * x + 0.02 * y).astype(np.float32)
-    result = smoothfit(plane, scale=5.0)
+    result = _fit(plane, scale=5.0)
     assert result.dtype == np.float32
     assert result.shape == plane.shape
     assert np.allclose(result, plane, atol=1e-4)
@@ -183,39 +196,54 @@ def test_masked_region_wider_than_window_is_nan_without_warnings():
     mask = np.zeros(image.shape, dtype=bool)
     mask[50:150, 60:170] = True
     scale, step = 5.0, 6
-    radius = gaussian_depth(scale, 4.0)
+    radius = gaussian_depth(scale, SF.truncate)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = smoothfit(image, mask, scale=scale, step=step)
+        result = _fit(image, mask, scale=scale, step=step)
     # Chebyshev distance to the nearest unmasked pixel: the window is square.
     dist = ndimage.distance_transform_cdt(mask, metric="chessboard")
     assert np.isnan(result[dist >= radius + step]).all()
     assert np.isfinite(result[dist <= radius - step + 1]).all()
     assert np.isnan(result[100, 115])
-    ref = _smoothfit_reference(image, mask, scale=scale)
+    ref = _reference(image, mask, scale=scale)
     assert np.array_equal(np.isnan(ref), dist > radius)
 
 
 def test_input_layouts_give_identical_results():
     image, mask = _scene((70, 90), seed=2, hole=(slice(10, 20), slice(30, 45)))
-    expected = smoothfit(image, mask, scale=4.0)
+    expected = _fit(image, mask, scale=4.0)
     big = np.zeros((140, 90), dtype=np.float32)
     big[::2] = image
     view = big[::2]  # non-contiguous
     view.flags.writeable = False
     for variant in (image.astype(np.float64), image.astype(">f4"), view):
-        np.testing.assert_array_equal(smoothfit(variant, mask, scale=4.0), expected)
+        np.testing.assert_array_equal(_fit(variant, mask, scale=4.0), expected)
 
 
 def test_invalid_arguments():
     image = np.zeros((20, 20), dtype=np.float32)
     with pytest.raises(ValueError, match="step must be an integer >= 1"):
-        smoothfit(image, step=0)
+        _fit(image, scale=5.0, step=0)
     with pytest.raises(ValueError, match="step must be an integer >= 1"):
-        smoothfit_depth(20.0, step=2.5)
+        smoothfit_depth(20.0, 4.0, step=2.5)
     with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
-        smoothfit(image, order=3)
+        _fit(image, scale=5.0, order=3)
     with pytest.raises(ValueError, match="scale must be > 0"):
-        smoothfit(image, scale=0.0)
+        _fit(image, scale=0.0)
+    with pytest.raises(ValueError, match="truncate must be > 0"):
+        _fit(image, scale=5.0, truncate=0.0)
     with pytest.raises(ValueError, match="mask shape"):
-        smoothfit(image, np.zeros((20, 21), dtype=bool))
+        _fit(image, np.zeros((20, 21), dtype=bool), scale=5.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("scale", 0.0), ("scale", -1.0), ("truncate", 0.0), ("order", 3), ("step", 0)],
+)
+def test_same_bounds_as_config(field, value):
+    # One rule: what SmoothFitConfig rejects, the kernel rejects too.
+    params = dataclasses.asdict(SF)  # the kernel's parameters, by name
+    with pytest.raises(ConfigError, match=f"smoothfit.{field} must be"):
+        SmoothFitConfig(**{**params, field: value})
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        smoothfit(np.zeros((12, 12), np.float32), **{**params, field: value})

@@ -107,10 +107,11 @@ class RingConfig:
     width: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("radius_in", "width"):
+        # The kernel's own bounds (kernels._ring): radius_in=0 is a filled disk.
+        for name, low in (("radius_in", 0), ("width", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"ring.{name} must be an integer >= 1, got {value!r}"
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                msg = f"ring.{name} must be an integer >= {low}, got {value!r}"
                 raise ConfigError(msg)
 
 
@@ -157,7 +158,7 @@ class MeshConfig:
     applied per box with ``sigma_clip_maxiters`` iterations, photutils'
     ``SigmaClip(sigma=3, maxiters=10)`` by default. ``max_distance`` bounds
     the inverse-distance neighbour search, in boxes: it is what makes the
-    interpolation local and hence exactly tileable (see ``kernels._interp``).
+    interpolation local and hence exactly tileable (see ``kernels._idw``).
     """
 
     box_size: tuple[int, int] = (6, 6)

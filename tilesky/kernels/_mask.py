@@ -14,18 +14,18 @@ as astropy's ``convolve(boundary='fill')`` would pull them.
 How the kernels are fast
 ------------------------
 :func:`smooth` and :func:`dilate_mask` are numba kernels that reproduce their
-scipy references (:func:`_smooth_reference`, :func:`_dilate_reference`) bit
-for bit. ``scipy.ndimage.correlate1d`` sees that the Gaussian weights are
-symmetric and sums, per output pixel and in double precision,
-``in[0] * w[0]`` and then ``(in[-j] + in[+j]) * w[-j]`` for ``j = r .. 1``,
-the outermost pair first, with ``0.0`` outside the image. The numba kernel
-does exactly these operations in this order, but vectorised across a row
-instead of along the filter, streamed one output row at a time (no float64
-copy of the image, no full-size intermediate), and with the denominator
-(the smoothed coverage) taken from a per-row table when every pixel is
-covered: it then depends only on the distances to the edges. The disc
-dilation is a per-row distance to the nearest masked pixel (capped at the
-radius) followed by an OR over row offsets of ``distance <= half-width``.
+scipy formulations bit for bit (``smooth_reference`` and ``dilate_reference``
+in ``tests/_reference_kernels.py``). ``scipy.ndimage.correlate1d`` sees that
+the Gaussian weights are symmetric and sums, per output pixel and in double
+precision, ``in[0] * w[0]`` and then ``(in[-j] + in[+j]) * w[-j]`` for
+``j = r .. 1``, the outermost pair first, with ``0.0`` outside the image. The numba
+kernel does exactly these operations in this order, but vectorised across a row
+instead of along the filter, streamed one output row at a time (no float64 copy
+of the image, no full-size intermediate), and with the denominator (the
+smoothed coverage) taken from a per-row table when every pixel is covered: it
+then depends only on the distances to the edges. The disc dilation is a per-row
+distance to the nearest masked pixel (capped at the radius) followed by an OR
+over row offsets of ``distance <= half-width``.
 """
 
 from __future__ import annotations
@@ -56,12 +56,12 @@ def fwhm_to_sigma(fwhm: float) -> float:
     return float(fwhm) * _FWHM_TO_SIGMA
 
 
-def gaussian_depth(sigma: float, truncate: float = 4.0) -> int:
+def gaussian_depth(sigma: float, truncate: float) -> int:
     """Halo of :func:`smooth`: the kernel radius ``int(truncate * sigma + 0.5)``."""
     return int(truncate * float(sigma) + 0.5)
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
+def gaussian_kernel1d(sigma: float, truncate: float) -> np.ndarray:
     """Normalized 1-D Gaussian weights of radius :func:`gaussian_depth`."""
     radius = gaussian_depth(sigma, truncate)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -69,33 +69,8 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _smooth_reference(
-    image: np.ndarray,
-    sigma: float,
-    *,
-    truncate: float = 4.0,
-    mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """scipy version of :func:`smooth`, kept as its slow, bit-exact reference."""
-    data = np.asarray(image, dtype=np.float64)
-    weight = np.isfinite(data)
-    if mask is not None:
-        weight &= ~np.asarray(mask, dtype=bool)
-    values = np.where(weight, data, 0.0)
-    w = weight.astype(np.float64)
-    kernel = gaussian_kernel1d(sigma, truncate)
-    num = ndimage.correlate1d(values, kernel, axis=0, mode="constant", cval=0.0)
-    num = ndimage.correlate1d(num, kernel, axis=1, mode="constant", cval=0.0)
-    den = ndimage.correlate1d(w, kernel, axis=0, mode="constant", cval=0.0)
-    den = ndimage.correlate1d(den, kernel, axis=1, mode="constant", cval=0.0)
-    # den is a sum of positive weights; below ~1e-12 it is rounding noise of
-    # pixels that have no covered neighbour at all.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 1e-12, num / den, np.nan)
-    return out.astype(np.float32)
-
-
-# Below this the smoothed coverage is rounding noise (see _smooth_reference).
+# The smoothed coverage is a sum of positive weights; below this it is the
+# rounding noise of pixels that have no covered neighbour at all.
 _MIN_COVERAGE = 1e-12
 
 
@@ -213,7 +188,7 @@ def smooth(
     image: np.ndarray,
     sigma: float,
     *,
-    truncate: float = 4.0,
+    truncate: float,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gaussian-smooth the covered pixels of ``image`` (normalized convolution).
@@ -223,9 +198,10 @@ def smooth(
     image : 2-D array
         Non-finite pixels are no coverage.
     sigma : float
-        Gaussian sigma in pixels.
+        Gaussian sigma in pixels, > 0.
     truncate : float
-        Kernel radius in sigmas (the halo is :func:`gaussian_depth`).
+        Kernel radius in sigmas, > 0 (``Config.smooth_truncate``); the halo
+        is :func:`gaussian_depth`.
     mask : 2-D bool array, optional
         Extra pixels to leave out (True = excluded).
 
@@ -240,26 +216,34 @@ def smooth(
     image, so each output pixel is the same fixed sum of the same inputs
     whether computed on the whole image or on a tile with a halo of
     :func:`gaussian_depth`: tiled results are identical. The numba kernel
-    reproduces ``scipy.ndimage.correlate1d``'s operations in its order, so
-    the result equals the scipy formulation (:func:`_smooth_reference`) bit
-    for bit; float32 input is read as is (no float64 copy). It runs on one
-    thread and releases the GIL.
+    reproduces ``scipy.ndimage.correlate1d``'s operations in its order, so the
+    result equals the scipy formulation (two ``correlate1d`` passes for the
+    values and two for the coverage, ``mode="constant"``) bit for bit; float32
+    input is read as is (no float64 copy). It runs on one thread and releases
+    the GIL.
 
     Examples
     --------
     >>> import numpy as np
     >>> from tilesky.kernels._mask import smooth
-    >>> out = smooth(np.ones((5, 6), np.float32), 1.0)
+    >>> out = smooth(np.ones((5, 6), np.float32), 1.0, truncate=4.0)
     >>> bool(np.allclose(out, 1.0))
     True
     """
     data = np.asarray(image)
+    if data.ndim != 2:
+        msg = f"image must be 2-D, got shape {data.shape}; pass one plane"
+        raise ValueError(msg)
+    # The bounds of tilesky.config (smooth_sigma, fwhm, smooth_truncate).
+    for name, value in (("sigma", sigma), ("truncate", truncate)):
+        if not value > 0:
+            msg = f"{name} must be > 0, got {value!r}"
+            raise ValueError(msg)
+    if data.size == 0:
+        return np.empty(data.shape, dtype=np.float32)
     # Exactly symmetric (the offsets are, and so each weight is computed the
     # same way on both sides), which is the case scipy's symmetric sum covers.
     weights = gaussian_kernel1d(sigma, truncate)
-    if data.ndim != 2 or data.size == 0 or weights.size == 0:
-        # Not what the pipeline passes: keep scipy's behaviour, errors included.
-        return _smooth_reference(image, sigma, truncate=truncate, mask=mask)
     if not (data.dtype.isnative and data.dtype.type in (np.float32, np.float64)):
         data = data.astype(np.float64)
     data = np.ascontiguousarray(data)
@@ -296,14 +280,6 @@ def tophat_footprint(radius: int) -> np.ndarray:
 def dilate_depth(radius: int) -> int:
     """Halo of :func:`dilate_mask`."""
     return int(radius)
-
-
-def _dilate_reference(mask: np.ndarray, radius: int) -> np.ndarray:
-    """scipy version of :func:`dilate_mask`, kept as its slow, exact reference."""
-    mask = np.asarray(mask, dtype=bool)
-    if radius <= 0:
-        return mask.copy()
-    return ndimage.binary_dilation(mask, structure=tophat_footprint(radius))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -358,8 +334,8 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     Notes
     -----
     Equal to ``scipy.ndimage.binary_dilation(mask,
-    structure=tophat_footprint(radius))`` (:func:`_dilate_reference`) with
-    nothing masked outside the image, so a tile with a halo of
+    structure=tophat_footprint(radius))`` with nothing masked outside the
+    image, so a tile with a halo of
     :func:`dilate_depth` gives the whole-image core. Computed by a numba
     kernel: per row the distance to the nearest masked pixel, then for each
     row offset of the disc a comparison with that row's half-width.
@@ -376,11 +352,15 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     r = int(radius)
     if r <= 0:
         return mask.copy()
-    if mask.ndim != 2 or mask.size == 0 or r >= np.iinfo(np.uint16).max:
-        return _dilate_reference(mask, radius)
+    if mask.ndim != 2:
+        msg = f"mask must be 2-D, got shape {mask.shape}; pass one plane"
+        raise ValueError(msg)
+    if mask.size == 0:
+        return mask.copy()
     # Half-width of each disc row, read off the footprint itself.
     half_widths = tophat_footprint(r).sum(axis=1) // 2
-    dtype = np.uint8 if r < np.iinfo(np.uint8).max else np.uint16
+    # Distances are capped at r + 1, which the smallest of these must hold.
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if r < np.iinfo(t).max)
     src = np.ascontiguousarray(mask).view(np.uint8)
     dist = np.empty(mask.shape, dtype=dtype)
     out = np.empty(mask.shape, dtype=bool)

@@ -30,18 +30,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tilesky.estimators import (
     MedianBackground,
-    SExtractorBackground,
-    StdBackgroundRMS,
     as_sigma_clip,
     make_estimator,
-    make_sigma_clip,
 )
 
 __all__ = ["filter_depth", "filter_mesh", "mesh_shape", "mesh_statistics"]
 
-_DEFAULT_SIGMA_CLIP = make_sigma_clip(sigma=3.0, maxiters=10)
-_DEFAULT_BKG = SExtractorBackground()
-_DEFAULT_RMS = StdBackgroundRMS()
 _MEDIAN = MedianBackground()
 
 # Pixels per batch of boxes: bounds the float64 temporaries of sigma clipping
@@ -141,10 +135,10 @@ def mesh_statistics(
     mask: np.ndarray | None = None,
     *,
     box_size: int | tuple[int, int],
-    exclude_percentile: float = 10.0,
-    sigma_clip: Any = _DEFAULT_SIGMA_CLIP,
-    bkg_estimator: Any = _DEFAULT_BKG,
-    bkg_rms_estimator: Any = _DEFAULT_RMS,
+    exclude_percentile: float,
+    sigma_clip: Any,
+    bkg_estimator: Any,
+    bkg_rms_estimator: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-box background, background RMS and good-pixel count.
 
@@ -159,18 +153,20 @@ def mesh_statistics(
         True where a pixel is excluded (sources, bad pixels).
     box_size : int or tuple of int
         Box size, scalar or (ny, nx).
-    exclude_percentile : float, optional
+    exclude_percentile : float
         A box is excluded (NaN) when its count of unmasked, unclipped pixels
         is ``<= (1 - exclude_percentile / 100) * box_ny * box_nx`` (the full
         box size, also for partial boxes). Note that 0 therefore excludes
-        every box, as in photutils.
-    sigma_clip : SigmaClip, astropy SigmaClip, callable or None, optional
-        Clipping applied once per box before both estimators; default
-        ``SigmaClip(sigma=3, maxiters=10)``, None for no clipping.
-    bkg_estimator, bkg_rms_estimator : callable or str, optional
+        every box, as in photutils (``MeshConfig.exclude_percentile``).
+    sigma_clip : SigmaClip, astropy SigmaClip, callable or None
+        Clipping applied once per box before both estimators, None for no
+        clipping; the pipeline passes ``make_sigma_clip(MeshConfig.sigma_clip,
+        MeshConfig.sigma_clip_maxiters)``.
+    bkg_estimator, bkg_rms_estimator : callable or str
         Called as ``estimator(boxes, axis=-1)`` on (nboxes, box_npixels)
         arrays with NaN for excluded pixels; a registry name of
-        `tilesky.estimators` is also accepted. Defaults: SExtractor, std.
+        `tilesky.estimators` is also accepted (``MeshConfig.bkg_estimator``,
+        ``MeshConfig.bkg_rms_estimator``).
 
     Returns
     -------
@@ -192,7 +188,9 @@ def mesh_statistics(
     --------
     >>> import numpy as np
     >>> data = np.random.default_rng(0).normal(10.0, 1.0, (25, 20))
-    >>> bkg, rms, n_good = mesh_statistics(data, box_size=10, exclude_percentile=60)
+    >>> bkg, rms, n_good = mesh_statistics(
+    ...     data, box_size=10, exclude_percentile=60, sigma_clip=None,
+    ...     bkg_estimator="median", bkg_rms_estimator="std")
     >>> bkg.shape, int(n_good[2, 0])
     ((3, 2), 50)
     """
@@ -270,8 +268,8 @@ def _nanmedian_filter(mesh: np.ndarray, fy: int, fx: int) -> np.ndarray:
 def filter_mesh(
     mesh: np.ndarray,
     *,
-    filter_size: int | tuple[int, int] = (3, 3),
-    filter_threshold: float | None = None,
+    filter_size: int | tuple[int, int],
+    filter_threshold: float | None,
     threshold_mesh: np.ndarray | None = None,
     global_min: float | None = None,
 ) -> np.ndarray:
@@ -281,11 +279,13 @@ def filter_mesh(
     ----------
     mesh : 2D ndarray
         The mesh to filter (background or RMS), excluded boxes already filled.
-    filter_size : int or tuple of int, optional
-        Odd window size, scalar or (ny, nx); 1 means no filtering.
-    filter_threshold : float or None, optional
-        If None, or below ``global_min``, every box is filtered; otherwise
-        only boxes where ``threshold_mesh > filter_threshold``.
+    filter_size : int or tuple of int
+        Odd window size, scalar or (ny, nx); 1 means no filtering
+        (``MeshConfig.filter_size``).
+    filter_threshold : float or None
+        ``MeshConfig.filter_threshold``. If None, or below ``global_min``,
+        every box is filtered; otherwise only boxes where ``threshold_mesh >
+        filter_threshold``.
     threshold_mesh : 2D ndarray, optional
         The NaN-filled *background* mesh that selects boxes to filter (also
         when filtering the RMS mesh); defaults to ``mesh``.
@@ -312,7 +312,7 @@ def filter_mesh(
     --------
     >>> import numpy as np
     >>> mesh = np.array([[1.0, 1.0, 1.0], [1.0, 9.0, 1.0], [1.0, 1.0, 1.0]])
-    >>> filter_mesh(mesh, filter_size=3)[1, 1]
+    >>> filter_mesh(mesh, filter_size=3, filter_threshold=None)[1, 1]
     np.float64(1.0)
     """
     mesh = np.asarray(mesh)

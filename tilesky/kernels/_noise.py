@@ -14,10 +14,11 @@ for any chunking or reduction order.
 an integer significand ``M``, and adds ``M`` (and the significand of
 ``v * v``) into int64 bins, one per sign and exponent, in one compiled pass
 over the block in its own dtype and layout; the few used bins become the
-integers at the end. The former path, which splits each value into three
-base-2**26 digits at a global digit position (:func:`split_digits`, also
-used by ``tilesky.metrics`` for its keyed block sums) after a float64 copy,
-is kept as ``_moment_state_reference``; the two agree integer for integer.
+integers at the end. :func:`split_digits` splits a value into three
+base-2**26 digits at a global digit position instead; ``tilesky.metrics``
+sums those for its keyed block sums, and the test oracle
+``moment_state_reference`` (``tests/_reference_kernels.py``) sums them for
+:func:`moment_state`, which it matches integer for integer.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ __all__ = [
 
 #: Sum unit exponent: values are summed as integers times 2**-UNIT_EXP.
 UNIT_EXP = 1160
-_HALF = 1 << 26
 #: Digit width in bits.
 LIMB = 26
 LIMB_MASK = (1 << LIMB) - 1
@@ -74,70 +74,6 @@ def split_digits(v):
     return q, lo & LIMB_MASK, (lo >> LIMB) + (hi & LIMB_MASK), hi >> LIMB
 
 
-@numba.njit(cache=True, nogil=True)
-def _moment_digits(values, lower, upper, drop, use_drop):
-    """Count and per-position digit totals of kept values and their squares."""
-    acc = np.zeros((2, N_POS), np.int64)
-    count = 0
-    n = values.shape[0]
-    for i in range(n):
-        v = values[i]
-        if not (math.isfinite(v) and v >= lower and v <= upper):
-            continue
-        if use_drop and drop[i]:
-            continue
-        count += 1
-        for k in range(2):
-            w = v if k == 0 else v * v
-            q, d0, d1, d2 = split_digits(w)
-            if q >= 0:
-                acc[k, q] += d0
-                acc[k, q + 1] += d1
-                acc[k, q + 2] += d2
-    return count, acc
-
-
-def digits_to_units(acc_row: np.ndarray) -> int:
-    """Per-position digit totals as one integer in units of 2**-UNIT_EXP."""
-    return sum(
-        int(a) << (LIMB * k - OFFSET + UNIT_EXP)
-        for k, a in enumerate(acc_row.tolist())
-        if a
-    )
-
-
-def _exact_sum(values: np.ndarray) -> int:
-    """Exact sum of float64 ``values`` as an integer in units of 2**-UNIT_EXP.
-
-    The plain numpy reference (frexp and bincount) for the compiled
-    :func:`moment_state`.
-    """
-    values = np.asarray(values, dtype=np.float64).ravel()
-    values = values[values != 0.0]
-    if values.size == 0:
-        return 0
-    if values.size >= 1 << 26:
-        half = values.size // 2
-        return _exact_sum(values[:half]) + _exact_sum(values[half:])
-    mant, expo = np.frexp(values)
-    # mant * 2**53 is an exact integer below 2**53 in magnitude: split it in
-    # two 26/27-bit halves so bincount's float64 accumulators stay exact.
-    m = (mant * 2.0**53).astype(np.int64)
-    hi = m >> 26
-    lo = m - (hi << 26)
-    emin = int(expo.min())
-    idx = (expo - emin).astype(np.intp)
-    s_hi = np.bincount(idx, weights=hi.astype(np.float64))
-    s_lo = np.bincount(idx, weights=lo.astype(np.float64))
-    total = 0
-    for k in np.flatnonzero((s_hi != 0) | (s_lo != 0)):
-        e = emin + int(k) - 53 + UNIT_EXP
-        ints = int(s_hi[k]) * _HALF + int(s_lo[k])
-        # frexp exponents are >= -1073, so e >= 34: the shift is exact.
-        total += ints << e
-    return total
-
-
 @dataclass(frozen=True)
 class MomentState:
     """Mergeable exact state: count, sum and sum of squares."""
@@ -150,27 +86,6 @@ class MomentState:
         return MomentState(
             self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq
         )
-
-
-def _moment_state_reference(
-    values: np.ndarray,
-    *,
-    lower: float = -math.inf,
-    upper: float = math.inf,
-    mask: np.ndarray | None = None,
-) -> MomentState:
-    """:func:`moment_state` through a float64 copy and :func:`split_digits`.
-
-    The former compiled path, kept for the tests and the benchmark.
-    """
-    v = np.ascontiguousarray(values, dtype=np.float64).ravel()
-    if mask is None:
-        drop, use_drop = np.zeros(1, dtype=np.bool_), False
-    else:
-        drop = np.ascontiguousarray(mask, dtype=np.bool_).ravel()
-        use_drop = True
-    count, acc = _moment_digits(v, float(lower), float(upper), drop, use_drop)
-    return MomentState(int(count), digits_to_units(acc[0]), digits_to_units(acc[1]))
 
 
 @intrinsic
@@ -346,7 +261,7 @@ def moment_state(
     MomentState
         Count, sum and sum of squares (``v * v`` rounded to float64, which
         is exact for float32 input) in units of ``2**-UNIT_EXP``; equal,
-        integer for integer, to :func:`_exact_sum` of the kept values.
+        integer for integer, to the exact sum of the kept values.
 
     Examples
     --------

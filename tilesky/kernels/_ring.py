@@ -39,24 +39,21 @@ _UALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _check_ring_params(radius_in: int, width: int) -> None:
-    if isinstance(radius_in, bool) or not isinstance(radius_in, int | np.integer):
-        msg = (
-            f"radius_in must be an integer number of pixels, got {radius_in!r}; "
-            "pass a whole number such as 15"
-        )
-        raise ValueError(msg)
-    if isinstance(width, bool) or not isinstance(width, int | np.integer):
-        msg = (
-            f"width must be an integer number of pixels, got {width!r}; "
-            "pass a whole number such as 5"
-        )
-        raise ValueError(msg)
-    if radius_in < 0:
-        msg = f"radius_in must be >= 0, got {radius_in}; use 0 for a filled disk"
-        raise ValueError(msg)
-    if width < 1:
-        msg = f"width must be >= 1, got {width}; the ring needs at least one pixel"
-        raise ValueError(msg)
+    # The bounds of tilesky.config.RingConfig: a filled disk (radius_in=0) is
+    # a ring, a ring of no width is not.
+    for name, value, low, hint in (
+        ("radius_in", radius_in, 0, "use 0 for a filled disk"),
+        ("width", width, 1, "the ring needs at least one pixel"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            msg = (
+                f"{name} must be an integer number of pixels, got {value!r}; "
+                "pass a whole number such as 15"
+            )
+            raise ValueError(msg)
+        if value < low:
+            msg = f"{name} must be an integer >= {low}, got {value}; {hint}"
+            raise ValueError(msg)
 
 
 def ring_footprint(radius_in: int, width: int) -> np.ndarray:
@@ -336,7 +333,7 @@ def _prepare_image(image) -> np.ndarray:
     return image.astype(np.result_type(image.dtype, np.float32), copy=False)
 
 
-def ring_median(image, *, radius_in: int = 15, width: int = 5) -> np.ndarray:
+def ring_median(image, *, radius_in: int, width: int) -> np.ndarray:
     """
     Median over an annular footprint around each pixel, ignoring non-finite values.
 
@@ -345,10 +342,11 @@ def ring_median(image, *, radius_in: int = 15, width: int = 5) -> np.ndarray:
     image : array_like, shape (ny, nx)
         Input image. float32 and float64 are kept; other real dtypes are
         converted to the smallest float type that holds them exactly.
-    radius_in : int, optional
-        Inner radius of the ring, in pixels (notebook: 15).
-    width : int, optional
-        Width of the ring, in pixels (notebook: 5).
+    radius_in : int
+        Inner radius of the ring, in pixels, >= 0 (``RingConfig.radius_in``;
+        notebook: 15).
+    width : int
+        Width of the ring, in pixels, >= 1 (``RingConfig.width``; notebook: 5).
 
     Returns
     -------
@@ -407,34 +405,3 @@ def ring_median(image, *, radius_in: int = 15, width: int = 5) -> np.ndarray:
     if not finite.all():
         padded[~finite] = np.nan
     return _ring_median_valid(padded, footprint)
-
-
-def _ring_median_reference(image, *, radius_in: int = 15, width: int = 5):
-    """Slow, obviously correct ring median: the test oracle.
-
-    Same rules as :func:`ring_median`, written without the rank machinery and
-    without scipy: every footprint offset is gathered with explicitly
-    reflected indices, the stack is sorted with non-finite values last, and
-    position ``n_finite // 2`` is taken. Memory is ``footprint.sum()`` times
-    the image, so keep images small.
-    """
-    footprint = ring_footprint(radius_in, width)
-    image = _prepare_image(image)
-    ny, nx = image.shape
-    depth = footprint.shape[0] // 2
-
-    def reflect(index, n):
-        # Period 2 n: a b c | c b a | a b c ...
-        index = np.mod(index, 2 * n)
-        return np.where(index < n, index, 2 * n - 1 - index)
-
-    planes = [
-        image[np.ix_(reflect(np.arange(ny) + dy, ny), reflect(np.arange(nx) + dx, nx))]
-        for dy, dx in np.argwhere(footprint) - depth
-    ]
-    values = np.stack(planes)
-    values[~np.isfinite(values)] = np.nan
-    values = np.sort(values, axis=0)
-    n_finite = np.count_nonzero(np.isfinite(values), axis=0)
-    picked = np.take_along_axis(values, (n_finite // 2)[None], axis=0)[0]
-    return np.where(n_finite > 0, picked, np.nan).astype(image.dtype)

@@ -14,7 +14,8 @@ cubic convolution. The fitted surface is smooth on the scale of the window
 (sigma ``scale`` >> ``step``), so the interpolation error is small (see
 the Notes of :func:`smoothfit`), while the work drops from 29 full-resolution
 161-tap correlations to moment sums at grid points only. The per-pixel
-evaluation is kept as ``_smoothfit_reference``; ``step=1`` reproduces it.
+evaluation (``smoothfit_reference`` in ``tests/_reference_kernels.py``, the
+test oracle) is what ``step=1`` reproduces.
 
 Limits: features narrower than about ``scale`` (a blemish of width 30 px
 against a 20 px window) are followed only partly; masked holes wider than
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from scipy import ndimage
 
 from tilesky.kernels._mask import gaussian_depth
 
@@ -52,21 +52,22 @@ for _r, (_ri, _rj) in enumerate(_TERMS[2]):
 
 
 def _check(scale, order, truncate, step) -> None:
+    # The bounds of tilesky.config.SmoothFitConfig.
     if not scale > 0:
         msg = f"scale must be > 0 pixels, got {scale!r}; pass a positive sigma"
         raise ValueError(msg)
     if not truncate > 0:
-        msg = f"truncate must be > 0, got {truncate!r}; the default is 4.0"
+        msg = f"truncate must be > 0, got {truncate!r}; e.g. 4.0 (sigmas)"
         raise ValueError(msg)
     if order not in _TERMS:
         msg = f"order must be 0, 1 or 2, got {order!r}"
         raise ValueError(msg)
     if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 1:
-        msg = f"step must be an integer >= 1, got {step!r}; the default is 6"
+        msg = f"step must be an integer >= 1, got {step!r}; e.g. 6 (pixels)"
         raise ValueError(msg)
 
 
-def smoothfit_depth(scale: float, truncate: float = 4.0, *, step: int = 6) -> int:
+def smoothfit_depth(scale: float, truncate: float, *, step: int) -> int:
     """Halo in pixels a tile needs for :func:`smoothfit` to be exact.
 
     A pixel is interpolated from grid points at most ``2 * step`` pixels
@@ -78,8 +79,8 @@ def smoothfit_depth(scale: float, truncate: float = 4.0, *, step: int = 6) -> in
     Examples
     --------
     >>> from tilesky.kernels._smoothfit import smoothfit_depth
-    >>> smoothfit_depth(20.0, 4.0)
-    96
+    >>> smoothfit_depth(25.0, 4.0, step=6)
+    114
     """
     _check(scale, 0, truncate, step)
     need = gaussian_depth(scale, truncate) + 2 * step
@@ -146,52 +147,6 @@ def _solve_constant(moms, rhs, nterms, out):  # pragma: no cover - numba
                 if n == 1:
                     out[y, x] = rhs[0, y, x] / m00
                     break
-
-
-def _smoothfit_reference(
-    image: np.ndarray,
-    mask: np.ndarray | None = None,
-    *,
-    scale: float = 20.0,
-    order: int = 2,
-    truncate: float = 4.0,
-    dtype=np.float32,
-) -> np.ndarray:
-    """Per-pixel fit from full-resolution separable moment images (slow).
-
-    The reference :func:`smoothfit` is tested against; ``dtype=np.float64``
-    keeps the solver's precision.
-    """
-    _check(scale, order, truncate, 1)
-    data = np.asarray(image, dtype=np.float64)
-    cover = np.isfinite(data)
-    if mask is not None:
-        cover &= ~np.asarray(mask, dtype=bool)
-    c = cover.astype(np.float64)
-    cf = np.where(cover, data, 0.0)
-    terms = _TERMS[order]
-    max_power = 2 * max(i + j for i, j in terms)
-    needed = [(i, j) for (i, j) in _MOMENTS if i + j <= max_power]
-    w = {p: _weights(scale, truncate, p) for p in range(max_power + 1)}
-    # Row pass once per x-power, then column passes per moment.
-    moms = np.zeros((len(_MOMENTS), *data.shape))
-    row_c = {}
-    for _i, j in needed:
-        if j not in row_c:
-            row_c[j] = ndimage.correlate1d(c, w[j], axis=1, mode="constant", cval=0.0)
-    for i, j in needed:
-        moms[_MOMENT_INDEX[(i, j)]] = ndimage.correlate1d(
-            row_c[j], w[i], axis=0, mode="constant", cval=0.0
-        )
-    rhs = np.zeros((len(terms), *data.shape))
-    row_f = {}
-    for k, (i, j) in enumerate(terms):
-        if j not in row_f:
-            row_f[j] = ndimage.correlate1d(cf, w[j], axis=1, mode="constant", cval=0.0)
-        rhs[k] = ndimage.correlate1d(row_f[j], w[i], axis=0, mode="constant", cval=0.0)
-    out = np.empty(data.shape, dtype=np.float64)
-    _solve_constant(moms, rhs, len(terms), out)
-    return out.astype(dtype)
 
 
 # -- coarse-grid evaluation ---------------------------------------------------
@@ -379,10 +334,10 @@ def smoothfit(
     image: np.ndarray,
     mask: np.ndarray | None = None,
     *,
-    scale: float = 20.0,
-    order: int = 2,
-    truncate: float = 4.0,
-    step: int = 6,
+    scale: float,
+    order: int,
+    truncate: float,
+    step: int,
 ) -> np.ndarray:
     """Masked local polynomial background of ``image``.
 
@@ -393,14 +348,16 @@ def smoothfit(
     mask : 2-D bool array, optional
         True for pixels to leave out of the fit (sources).
     scale : float
-        Gaussian sigma of the weighting window, in pixels.
+        Gaussian sigma of the weighting window, in pixels, > 0
+        (``SmoothFitConfig.scale``).
     order : {0, 1, 2}
-        Local polynomial order.
+        Local polynomial order (``SmoothFitConfig.order``).
     truncate : float
-        Window radius in units of ``scale``: ``int(truncate * scale + 0.5)``.
+        Window radius in units of ``scale``: ``int(truncate * scale + 0.5)``,
+        > 0 (``SmoothFitConfig.truncate``).
     step : int
-        Spacing in pixels of the grid the fit is solved on; ``step=1``
-        solves it at every pixel.
+        Spacing in pixels of the grid the fit is solved on, >= 1
+        (``SmoothFitConfig.step``); ``step=1`` solves it at every pixel.
 
     Returns
     -------
@@ -436,7 +393,8 @@ def smoothfit(
     >>> from tilesky.kernels._smoothfit import smoothfit
     >>> y, x = np.mgrid[0:60, 0:50]
     >>> plane = (0.01 * x + 0.02 * y).astype(np.float32)
-    >>> bool(np.allclose(smoothfit(plane, scale=5.0), plane, atol=1e-4))
+    >>> fit = smoothfit(plane, scale=5.0, order=2, truncate=4.0, step=6)
+    >>> bool(np.allclose(fit, plane, atol=1e-4))
     True
     """
     _check(scale, order, truncate, step)

@@ -21,12 +21,8 @@ import numpy as np
 
 from tilesky.config import MeshConfig
 from tilesky.errors import PipelineError
-from tilesky.kernels._interp import (
-    idw_depth,
-    idw_interpolate,
-    spline_depth,
-    spline_interpolate,
-)
+from tilesky.kernels._idw import idw_depth, idw_interpolate
+from tilesky.kernels._spline import spline_depth, spline_interpolate
 from tilesky.stages._mesh import MeshMaps
 from tilesky.stages._stage import LocalStage
 

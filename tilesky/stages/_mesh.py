@@ -24,7 +24,7 @@ import numpy as np
 from tilesky.config import MeshConfig
 from tilesky.errors import PipelineError
 from tilesky.estimators import make_estimator, make_sigma_clip
-from tilesky.kernels._interp import fill_depth, fill_mesh_nans
+from tilesky.kernels._idw import fill_depth, fill_mesh_nans
 from tilesky.kernels._mesh import filter_depth, filter_mesh, mesh_statistics
 from tilesky.stages._stage import LocalStage
 
