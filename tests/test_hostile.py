@@ -458,13 +458,20 @@ def _existing_run(tmp):
         r"already exists \(a finished run\); pass --overwrite",
         out=out,
         estimate=False,
+        api_pattern=r"already exists \(a finished run\); pass overwrite=True",
     )
 
 
 def _existing_unfinished(tmp):
     out = tmp / "previous.zarr"
     zarr.open_group(str(out), mode="w").attrs["tilesky_status"] = "running"
-    return Case(_good(tmp), r"unfinished run\); pass --resume", out=out, estimate=False)
+    return Case(
+        _good(tmp),
+        r"unfinished run\); pass --resume",
+        out=out,
+        estimate=False,
+        api_pattern=r"unfinished run\); pass resume=True",
+    )
 
 
 def _existing_other(tmp):

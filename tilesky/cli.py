@@ -34,6 +34,18 @@ def _chunks(value: str) -> int | tuple[int, int]:
     return nums[0] if len(nums) == 1 else (nums[0], nums[1])
 
 
+def _workers(value: str) -> int:
+    # A local cluster without workers would wait for one forever.
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        msg = f"expects a number of worker processes, 1 or more, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return count
+
+
 def _add_execution(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
@@ -43,7 +55,7 @@ def _add_execution(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         metavar="N",
         help="start N worker processes for the local cluster (default: one "
         "worker in the tilesky process, one thread per core)",

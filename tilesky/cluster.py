@@ -4,11 +4,15 @@
   machine: by default its scheduler and one worker run in this process with
   one thread per core, connected in memory (no port; other processes cannot
   submit work to it); with ``n_workers`` it starts that many worker
-  processes (one thread each) and the scheduler listens on tcp. Scheduler
-  and dashboard bind to 127.0.0.1 (an unauthenticated scheduler must not
-  listen on every interface unless asked to, with ``host="0.0.0.0"``).
+  processes (one thread each) and the scheduler listens on tcp. Every
+  socket of the cluster (scheduler, nannies, workers, and the HTTP servers
+  of scheduler and workers: dashboard, health, metrics) binds to 127.0.0.1:
+  an unauthenticated scheduler must not listen on every interface unless
+  asked to, with ``host="0.0.0.0"``.
 * ``"tcp://HOST:PORT"`` (or ``tls://``): connect to a running scheduler;
-  TLS settings come from dask's own configuration (``distributed.comm.tls``).
+  TLS settings come from dask's own configuration (``distributed.comm.tls``),
+  and the wait for its answer is bounded by
+  ``distributed.comm.timeouts.connect`` (30 s unless configured).
 * a path to a scheduler file (as written by ``dask scheduler
   --scheduler-file``).
 * ``"threads"``: no cluster, dask's threaded scheduler in this process.
@@ -23,10 +27,14 @@ test machine against ~2.5 s for two worker processes that import tilesky.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import json
 import logging
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,6 +90,14 @@ def _cpu_count() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+def _check_count(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{name} must be a positive integer (1 or more), got {value!r}"
+        raise ValueError(msg)
+
+
 @contextlib.contextmanager
 def execution(
     scheduler: str | None = None,
@@ -125,8 +141,12 @@ def execution(
 
     Raises
     ------
+    ValueError
+        ``n_workers`` or ``threads_per_worker`` is not a positive integer.
     ClusterError
-        The local cluster cannot start or the scheduler cannot be reached.
+        The local cluster cannot start, the scheduler cannot be reached or
+        does not answer, or (raised from the block) a task failed because
+        the workers running it died.
 
     Examples
     --------
@@ -138,6 +158,8 @@ def execution(
     >>> ctx.kind
     'threads'
     """
+    _check_count("n_workers", n_workers)
+    _check_count("threads_per_worker", threads_per_worker)
     say = announce or (lambda msg: print(msg, file=sys.stderr))
     if scheduler == "threads":
         with dask.config.set(scheduler="threads"):
@@ -156,7 +178,11 @@ def execution(
         # tilesky keeps small intermediates in its memory (see
         # keeps_intermediates). The dashboard is served on ``host``
         # either way.
-        where = {"protocol": "tcp", "host": host} if processes else {}
+        where: dict[str, Any] = (
+            {"protocol": "tcp", "host": host}
+            if processes
+            else {"worker_class": _in_process_worker(host)}
+        )
         try:
             with dask.config.set(_WORKER_ENVIRON):
                 cluster = LocalCluster(
@@ -164,6 +190,9 @@ def execution(
                     threads_per_worker=threads,
                     processes=processes,
                     dashboard_address=f"{host}:0" if dashboard else None,
+                    # Without a dashboard the scheduler still serves health
+                    # and metrics over HTTP, by default on every interface.
+                    scheduler_kwargs={"dashboard_address": f"{host}:0"},
                     **where,
                     memory_limit=memory_limit,
                     silence_logs=logging.ERROR,
@@ -190,25 +219,18 @@ def execution(
             + (f"; dashboard: {link}" if link else "")
         )
         try:
-            yield ExecutionContext("local", client, link)
+            with _quiet_task_failures(client), _explained_worker_deaths():
+                yield ExecutionContext("local", client, link)
         finally:
             client.close()
             cluster.close()
         return
 
-    kw: dict = {}
-    if "://" in scheduler:
-        kw["address"] = scheduler
-    elif os.path.exists(scheduler):
-        kw["scheduler_file"] = scheduler
-    else:
-        msg = (
-            f"scheduler={scheduler!r} is neither 'threads', an address like "
-            "tcp://HOST:PORT, nor an existing scheduler file"
-        )
-        raise ClusterError(msg, params="scheduler")
+    address = _scheduler_address(scheduler)
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    _await_handshake(scheduler, address, timeout)
     try:
-        client = Client(timeout="10s", **kw)
+        client = Client(address, timeout=timeout)
     except Exception as exc:
         msg = f"cannot connect to the Dask scheduler at {scheduler}: {exc}"
         raise ClusterError(msg) from None
@@ -220,9 +242,7 @@ def execution(
         msg = f"the Dask scheduler at {scheduler} does not answer: {exc}"
         raise ClusterError(msg) from None
     where = (
-        scheduler
-        if "://" in scheduler
-        else f"{client.scheduler.address} (scheduler file {scheduler})"
+        scheduler if "://" in scheduler else f"{address} (scheduler file {scheduler})"
     )
     # Tasks wait for workers rather than fail, and an adaptive cluster only
     # grows once tasks arrive: say so instead of seeming to hang.
@@ -236,9 +256,172 @@ def execution(
         + (f"; dashboard: {link}" if link else "; no dashboard")
     )
     try:
-        yield ExecutionContext("remote", client, link)
+        with _explained_worker_deaths():
+            yield ExecutionContext("remote", client, link)
     finally:
         client.close()
+
+
+def _scheduler_address(scheduler: str) -> str:
+    """The address ``--scheduler`` names: itself, or the scheduler file's."""
+    if "://" in scheduler:
+        return scheduler
+    if not os.path.exists(scheduler):
+        msg = (
+            f"scheduler={scheduler!r} is neither 'threads', an address like "
+            "tcp://HOST:PORT, nor an existing scheduler file"
+        )
+        raise ClusterError(msg, params="scheduler")
+    try:
+        with open(scheduler, encoding="utf-8") as f:
+            return str(json.load(f)["address"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        msg = f"cannot read the scheduler address from {scheduler}: {exc!r}"
+        raise ClusterError(msg) from None
+
+
+def _await_handshake(scheduler: str, address: str, timeout: str | float) -> None:
+    """Raise ClusterError unless ``address`` answers distributed's handshake.
+
+    distributed bounds the TCP connect by ``timeout`` but then waits for the
+    scheduler's handshake without limit: a server that accepts connections
+    and never answers (a wrong port, a stopped or overloaded process) would
+    hang the run. The probe runs on its own thread and event loop, so that it
+    works whether or not the caller is inside one (a notebook).
+    """
+    from dask.utils import parse_timedelta
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    seconds = parse_timedelta(timeout, "s")
+    args = Security().get_connection_args("client")
+    outcome: list[BaseException | None] = []
+
+    async def probe() -> None:
+        # A second more than connect's own limit: a refused or unreachable
+        # address then fails in connect and is reported as such.
+        comm = await asyncio.wait_for(connect(address, seconds, **args), seconds + 1)
+        await comm.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(probe())
+        except BaseException as exc:  # reported on the caller's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="tilesky-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join(seconds + 10)
+    error = outcome[0] if outcome else TimeoutError()
+    if error is None:
+        return
+    if isinstance(error, TimeoutError):
+        msg = (
+            f"the Dask scheduler at {scheduler} did not answer within {seconds:g} s "
+            "(is a Dask scheduler listening there? the wait is set by "
+            "distributed.comm.timeouts.connect)"
+        )
+    else:
+        msg = f"cannot connect to the Dask scheduler at {scheduler}: {error}"
+    raise ClusterError(msg) from None
+
+
+def _in_process_worker(host: str):
+    """distributed's Worker with its HTTP server (health, metrics) on ``host``.
+
+    A worker takes the interface of that server from its own address; an
+    in-process worker has none (``inproc://``), and distributed then listens
+    on every interface. ``LocalCluster(worker_dashboard_address=...)`` would
+    bind it too but also serve the worker's Bokeh dashboard.
+    """
+    from distributed import Worker
+
+    class InProcessWorker(Worker):
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("dashboard_address") is None:
+                kwargs["dashboard_address"] = f"{host}:0"
+            super().__init__(*args, **kwargs)
+
+    return InProcessWorker
+
+
+class _DropRecords(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.prefix))
+
+
+#: What distributed logs, with the traceback, about a failure that reaches
+#: the caller anyway as the exception (which the CLI prints as one line): a
+#: task's error (worker) and a task whose workers died (scheduler).
+_TASK_FAILURE_LOGS = {
+    "distributed.worker": "Compute Failed",
+    "distributed.scheduler": "Task %s marked as failed because",
+}
+
+
+@functools.cache
+def _quiet_worker_plugin() -> type:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietTaskFailures(WorkerPlugin):
+        """Drops the worker's "Compute Failed" records, in whichever process."""
+
+        idempotent = True
+        name = "tilesky-quiet-task-failures"
+
+        def __init__(self) -> None:
+            self.filter = _DropRecords(_TASK_FAILURE_LOGS["distributed.worker"])
+
+        def setup(self, worker) -> None:
+            logging.getLogger("distributed.worker").addFilter(self.filter)
+
+        def teardown(self, worker) -> None:
+            logging.getLogger("distributed.worker").removeFilter(self.filter)
+
+    return QuietTaskFailures
+
+
+@contextlib.contextmanager
+def _quiet_task_failures(client: Any) -> Iterator[None]:
+    """Silence distributed's logs of failed tasks in a local cluster.
+
+    Its scheduler runs in this process; its workers run here or in worker
+    processes, whose stderr is this process's.
+    """
+    logger = logging.getLogger("distributed.scheduler")
+    dropped = _DropRecords(_TASK_FAILURE_LOGS["distributed.scheduler"])
+    logger.addFilter(dropped)
+    try:
+        client.register_plugin(_quiet_worker_plugin()())
+        yield
+    finally:
+        logger.removeFilter(dropped)
+
+
+@contextlib.contextmanager
+def _explained_worker_deaths() -> Iterator[None]:
+    """Turn distributed's KilledWorker into a ClusterError that says why."""
+    from dask.utils import key_split
+    from distributed.scheduler import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as exc:
+        msg = (
+            f"a worker died while running a {key_split(exc.task)!r} task (out of "
+            "memory?): try fewer threads or worker processes, smaller chunks=, "
+            "or more memory per worker; an unfinished run can be continued with "
+            "resume=True"
+        )
+        raise ClusterError(msg, params=("chunks", "resume")) from exc
 
 
 def current_client() -> Any | None:

@@ -92,9 +92,9 @@ def open_run(url: str, *, storage_options: dict | None = None):
     if status != COMPLETE:
         msg = (
             f"the run at {_display(url)!r} did not finish (status {status!r}); "
-            "resume it with `tilesky run ... --resume` or start it again"
+            "run it again with resume=True to continue it, or start it again"
         )
-        raise StoreError(msg)
+        raise StoreError(msg, params="resume")
     kw = {"storage_options": storage_options} if storage_options else {}
     with warnings.catch_warnings():
         # The status is written before the metadata is consolidated; a run
@@ -193,21 +193,21 @@ class RunStore:
             if status not in (COMPLETE, RUNNING):
                 msg = (
                     f"output {shown!r} exists and is not a tilesky run; "
-                    "choose another path or pass --overwrite"
+                    "choose another path or pass overwrite=True"
                 )
-                raise OutputExistsError(msg)
+                raise OutputExistsError(msg, params="overwrite")
             if resume:
                 self.group = _open_group(self.url, "r+", self.storage_options)
                 self._check_same_run(attrs, status)
                 return status == RUNNING
             kind = "a finished run" if status == COMPLETE else "an unfinished run"
             hint = (
-                "--overwrite to replace it"
+                "overwrite=True to replace it"
                 if status == COMPLETE
-                else "--resume to continue it or --overwrite to replace it"
+                else "resume=True to continue it or overwrite=True to replace it"
             )
             msg = f"output {shown!r} already exists ({kind}); pass {hint}"
-            raise OutputExistsError(msg)
+            raise OutputExistsError(msg, params=("resume", "overwrite"))
         if (
             status is None
             and _path_exists(self.url, self.storage_options)
@@ -215,9 +215,9 @@ class RunStore:
         ):
             msg = (
                 f"output {shown!r} exists and is not a tilesky run; "
-                "choose another path or pass --overwrite"
+                "choose another path or pass overwrite=True"
             )
-            raise OutputExistsError(msg)
+            raise OutputExistsError(msg, params="overwrite")
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
             self._fresh = True
@@ -243,9 +243,10 @@ class RunStore:
                 what = "finished" if status == COMPLETE else "started"
                 msg = (
                     f"cannot resume {_display(self.url)!r}: it was {what} with a "
-                    f"different {key.replace('_', ' ')}; use --overwrite to start again"
+                    f"different {key.replace('_', ' ')}; pass overwrite=True to "
+                    "start again"
                 )
-                raise StoreError(msg)
+                raise StoreError(msg, params="overwrite")
 
     def discard(self) -> None:
         """Delete the group (used when a new run fails before any block)."""
@@ -507,9 +508,9 @@ class RunStore:
             # Cancelled or lost with the cluster: the blocks may be missing.
             msg = (
                 f"{unfinished} block write(s) to {_display(self.url)!r} did not "
-                "finish (the cluster stopped?); run again with --resume"
+                "finish (the cluster stopped?); run again with resume=True"
             )
-            error = StoreError(msg)
+            error = StoreError(msg, params="resume")
         if error is not None and raise_errors:
             raise error
 
