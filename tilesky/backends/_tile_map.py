@@ -258,11 +258,38 @@ def tile_map(
     tiles = list(
         itertools.product(range(len(out_chunks[0])), range(len(out_chunks[1])))
     )
-    # Per tile and input: (region, [(block index, rectangle of the block in
-    # its own coordinates, where that goes in the region)]); (region, None)
-    # for an input the tile reads from its Zarr store itself.
+    needs, partial = _plan_pieces(inputs, in_bounds, tiles, (oy, ox), sources)
+    layer: dict = {}
+    edges = _edge_cuts(inputs, in_bounds, partial, name, cut_halos, layer)
+    for i, j in tiles:
+        out_region = Region(int(oy[i]), int(oy[i + 1]), int(ox[j]), int(ox[j + 1]))
+        regions, keys = _tile_inputs(inputs, needs[(i, j)], edges, sources)
+        out_key = (out_name, 0, i, j) if leading else (out_name, i, j)
+        layer[out_key] = (
+            _run_tile,
+            _TileSpec(kernel, regions, out_region, kwargs),
+            *keys,
+        )
+    graph = HighLevelGraph.from_collections(
+        out_name,
+        layer,
+        dependencies=[t.array for t in inputs if t.array.name not in sources],
+    )
+    chunks = ((leading,), *out_chunks) if leading else out_chunks
+    meta = np.empty((0,) * len(chunks), dtype=dtype)
+    return da.Array(graph, out_name, chunks, meta=meta)
+
+
+def _plan_pieces(inputs, in_bounds, tiles, out_bounds, sources):
+    """What each tile takes of each input, and the partial blocks wanted.
+
+    Per tile and input: ``(region, [(block index, rectangle of the block in
+    its own coordinates, where that goes in the region)])``, or
+    ``(region, None)`` for an input the tile reads from its Zarr store
+    itself. Per input and block: the partial rectangles some tile needs.
+    """
+    oy, ox = out_bounds
     needs: dict[tuple[int, int], list] = {}
-    # Per input and block: the partial rectangles some tile needs of it.
     partial: list[dict[tuple[int, int], set]] = [{} for _ in inputs]
     for i, j in tiles:
         out_region = Region(int(oy[i]), int(oy[i + 1]), int(ox[j]), int(ox[j + 1]))
@@ -272,33 +299,43 @@ def tile_map(
             if t.array.name in sources:
                 per_input.append((reg, None))
                 continue
-            pieces = []
-            for bi in _blocks_touching(by, reg.y0, reg.y1):
-                ys, ye = max(reg.y0, int(by[bi])), min(reg.y1, int(by[bi + 1]))
-                if ys >= ye:
-                    continue
-                for bj in _blocks_touching(bx, reg.x0, reg.x1):
-                    xs, xe = max(reg.x0, int(bx[bj])), min(reg.x1, int(bx[bj + 1]))
-                    if xs >= xe:
-                        continue
-                    rect = (
-                        ys - int(by[bi]),
-                        ye - int(by[bi]),
-                        xs - int(bx[bj]),
-                        xe - int(bx[bj]),
-                    )
-                    whole = (ye - ys, xe - xs) == (
-                        int(by[bi + 1] - by[bi]),
-                        int(bx[bj + 1] - bx[bj]),
-                    )
-                    if not whole:
-                        partial[n].setdefault((bi, bj), set()).add(rect)
-                    pieces.append(((bi, bj), rect, (ys - reg.y0, xs - reg.x0)))
-            per_input.append((reg, pieces))
+            per_input.append((reg, _pieces(reg, by, bx, partial[n])))
         needs[(i, j)] = per_input
+    return needs, partial
 
-    layer: dict = {}
-    # Per input: block -> (key of its edge-cuts task, cut rectangle -> index).
+
+def _pieces(reg: Region, by, bx, partial: dict) -> list:
+    """The block pieces covering ``reg``; records the partial ones."""
+    pieces = []
+    for bi in _blocks_touching(by, reg.y0, reg.y1):
+        ys, ye = max(reg.y0, int(by[bi])), min(reg.y1, int(by[bi + 1]))
+        if ys >= ye:
+            continue
+        for bj in _blocks_touching(bx, reg.x0, reg.x1):
+            xs, xe = max(reg.x0, int(bx[bj])), min(reg.x1, int(bx[bj + 1]))
+            if xs >= xe:
+                continue
+            rect = (
+                ys - int(by[bi]),
+                ye - int(by[bi]),
+                xs - int(bx[bj]),
+                xe - int(bx[bj]),
+            )
+            whole = (ye - ys, xe - xs) == (
+                int(by[bi + 1] - by[bi]),
+                int(bx[bj + 1] - bx[bj]),
+            )
+            if not whole:
+                partial.setdefault((bi, bj), set()).add(rect)
+            pieces.append(((bi, bj), rect, (ys - reg.y0, xs - reg.x0)))
+    return pieces
+
+
+def _edge_cuts(inputs, in_bounds, partial, name, cut_halos, layer) -> list[dict]:
+    """Add one edge-cutting task per block to ``layer`` where it pays.
+
+    Returns, per input: block -> (key of its cuts task, rectangle -> index).
+    """
     edges: list[dict[tuple[int, int], tuple]] = []
     for t, (by, bx), wanted in zip(inputs, in_bounds, partial, strict=True):
         # A tile on another worker would otherwise receive the whole block for
@@ -319,41 +356,30 @@ def tile_map(
             key = (edge_name, bi, bj)
             layer[key] = (_cut_edges, (t.array.name, bi, bj), cuts)
             cuts_of[(bi, bj)] = (key, {c: k for k, c in enumerate(cuts)})
+    return edges
 
-    for i, j in tiles:
-        out_region = Region(int(oy[i]), int(oy[i + 1]), int(ox[j]), int(ox[j + 1]))
-        regions = []
-        keys = []
-        for n, (t, (reg, pieces)) in enumerate(zip(inputs, needs[(i, j)], strict=True)):
-            if pieces is None:
-                regions.append((reg, 0, sources[t.array.name]))
-                continue
-            placements = []
-            for block, rect, (py, px) in pieces:
-                y0, y1, x0, x1 = rect
-                into = (slice(py, py + y1 - y0), slice(px, px + x1 - x0))
-                cut = edges[n].get(block)
-                if cut is not None and rect in cut[1]:
-                    keys.append(cut[0])
-                    placements.append((cut[1][rect], slice(None), slice(None), *into))
-                else:
-                    keys.append((t.array.name, *block))
-                    placements.append((None, slice(y0, y1), slice(x0, x1), *into))
-            regions.append((reg, len(placements), placements))
-        out_key = (out_name, 0, i, j) if leading else (out_name, i, j)
-        layer[out_key] = (
-            _run_tile,
-            _TileSpec(kernel, regions, out_region, kwargs),
-            *keys,
-        )
-    graph = HighLevelGraph.from_collections(
-        out_name,
-        layer,
-        dependencies=[t.array for t in inputs if t.array.name not in sources],
-    )
-    chunks = ((leading,), *out_chunks) if leading else out_chunks
-    meta = np.empty((0,) * len(chunks), dtype=dtype)
-    return da.Array(graph, out_name, chunks, meta=meta)
+
+def _tile_inputs(inputs, needs, edges, sources) -> tuple[list, list]:
+    """One tile's ``(regions, keys)``: what its task reads, and from where."""
+    regions = []
+    keys = []
+    for n, (t, (reg, pieces)) in enumerate(zip(inputs, needs, strict=True)):
+        if pieces is None:
+            regions.append((reg, 0, sources[t.array.name]))
+            continue
+        placements = []
+        for block, rect, (py, px) in pieces:
+            y0, y1, x0, x1 = rect
+            into = (slice(py, py + y1 - y0), slice(px, px + x1 - x0))
+            cut = edges[n].get(block)
+            if cut is not None and rect in cut[1]:
+                keys.append(cut[0])
+                placements.append((cut[1][rect], slice(None), slice(None), *into))
+            else:
+                keys.append((t.array.name, *block))
+                placements.append((None, slice(y0, y1), slice(x0, x1), *into))
+        regions.append((reg, len(placements), placements))
+    return regions, keys
 
 
 def crop_to(out: np.ndarray, region: Region, out_region: Region) -> np.ndarray:
