@@ -46,7 +46,21 @@ def resolve_config(
     preset: str | None = None,
     overrides: Iterable[str] = (),
 ) -> Config:
-    """A :class:`Config` from an object, a TOML path or a preset name."""
+    """A :class:`Config` from an object, a TOML path or a preset name.
+
+    Parameters
+    ----------
+    config : Config or str, optional
+        A configuration, or the path of a TOML file; default: ``preset``.
+    preset : str, optional
+        Starting configuration by name (``"default"``, ``"notebook"``).
+    overrides : iterable of str
+        ``section.key=value`` settings applied last.
+
+    Returns
+    -------
+    Config
+    """
     if isinstance(config, Config):
         return config.with_overrides(overrides) if overrides else config
     return load_config(config, preset=preset, overrides=overrides)
@@ -181,7 +195,7 @@ def estimate_background(
 class RunResult:
     """What :func:`run_to_store` did.
 
-    Attributes
+    Parameters
     ----------
     url : str
         The run store.

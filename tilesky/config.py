@@ -317,6 +317,29 @@ def _first_mesh_default() -> MeshConfig:
 class Config:
     """The whole pipeline's configuration.
 
+    Parameters
+    ----------
+    ring : RingConfig
+        Ring-median footprint.
+    first_mask : FirstMaskConfig
+        The first mask's smoothing, threshold and dilation.
+    first_mesh : MeshConfig
+        The first mesh background (and the local noise map).
+    source_mask : SourceMaskConfig
+        The multi-scale masks of each round.
+    final_mesh : MeshConfig
+        The final mesh background (the smooth fit's hole filler).
+    smoothfit : SmoothFitConfig
+        The smooth masked fit.
+    final_method : {"smoothfit", "mesh"}
+        The final background of each round.
+    n_rounds : int
+        Rounds of (multi-scale masks, final background), at least 1.
+    noise_mode : {"global", "local"}
+        A global noise level or the local mesh RMS map for thresholds.
+    smooth_truncate : float
+        Gaussian smoothing kernels' radius, in sigmas.
+
     Examples
     --------
     >>> from tilesky.config import Config

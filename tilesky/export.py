@@ -64,6 +64,8 @@ def export_fits(
         ``subtracted.fits``.
     overwrite : bool
         Replace existing files.
+    storage_options : dict, optional
+        fsspec options for a run given as a URL.
 
     Returns
     -------

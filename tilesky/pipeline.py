@@ -228,9 +228,17 @@ def _final_background(backend, scene, mask, fit, coverage, *, m, label, maps):
 def plan(cfg: Config) -> list[Step]:
     """The steps ``cfg`` asks for, in order.
 
-    Reads ``scene`` and ``user_mask`` (None: no user mask); writes
-    ``background``, ``background_rms``, ``mask``, ``subtracted``, the mesh
-    maps (``meshes``, ``first_meshes``) and the noise levels.
+    Parameters
+    ----------
+    cfg : Config
+        The configuration.
+
+    Returns
+    -------
+    list of Step
+        They read ``scene`` and ``user_mask`` (None: no user mask) and
+        write ``background``, ``background_rms``, ``mask``, ``subtracted``,
+        the mesh maps (``meshes``, ``first_meshes``) and the noise levels.
     """
     steps = _first_steps(cfg)
     for rnd in range(1, cfg.n_rounds + 1):

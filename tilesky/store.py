@@ -70,7 +70,21 @@ def _open_group(url: str, mode: str, storage_options: dict | None):
 
 
 def run_status(url: str, *, storage_options: dict | None = None) -> str | None:
-    """``"complete"``, ``"running"`` (unfinished), or ``None`` when absent."""
+    """The status of the run store at ``url``.
+
+    Parameters
+    ----------
+    url : str
+        Path or fsspec URL of the store.
+    storage_options : dict, optional
+        fsspec options.
+
+    Returns
+    -------
+    str or None
+        ``"complete"``, ``"running"`` (unfinished), another value for a
+        group that is not a tilesky run, or None when nothing is there.
+    """
     try:
         group = _open_group(url, "r", storage_options)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
@@ -82,7 +96,20 @@ def run_status(url: str, *, storage_options: dict | None = None) -> str | None:
 
 
 def open_run(url: str, *, storage_options: dict | None = None):
-    """Open a finished run as an ``xarray.Dataset``; refuse an unfinished one."""
+    """Open a finished run; refuse an unfinished one.
+
+    Parameters
+    ----------
+    url : str
+        Path or fsspec URL of the store.
+    storage_options : dict, optional
+        fsspec options.
+
+    Returns
+    -------
+    xarray.Dataset
+        The outputs, read lazily, with the run's attributes.
+    """
     import xarray as xr
 
     status = run_status(url, storage_options=storage_options)
