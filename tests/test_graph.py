@@ -54,9 +54,9 @@ def test_local_stages_build_without_computing(arrays):
     backend = Tiled(cut_halos=False)
     with raise_if_dask_computes():
         smoothed = _ring_median.stage(cfg)(backend, scene)
-        first = _first_mask.apply(backend, smoothed, {"std": 0.5}, mask, cfg=cfg)
-        local = _first_mask.apply(backend, smoothed, scene, None, cfg=cfg)
-        masks = _source_mask.apply(backend, scene, {"std": 0.5}, mask, cfg=cfg)
+        first = _first_mask.apply(backend, smoothed, {"std": 0.5}, None, mask, cfg=cfg)
+        local = _first_mask.apply(backend, smoothed, scene, None, None, cfg=cfg)
+        masks = _source_mask.apply(backend, scene, {"std": 0.5}, None, mask, cfg=cfg)
         fit = _smoothfit.stage(cfg)(backend, scene, masks)
     assert first.dtype == bool and local.dtype == bool and masks.dtype == bool
     assert smoothed.dtype == np.float32 and fit.dtype == np.float32

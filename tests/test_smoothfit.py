@@ -55,7 +55,7 @@ def test_grid_points_match_reference(order, scale, step):
     ref = _reference(image, mask, scale=scale, order=order, dtype=np.float64)[
         ::step, ::step
     ]
-    grid = _grid_fit(image, mask, scale=scale, order=order, truncate=4.0, step=step)
+    grid, _ = _grid_fit(image, mask, scale=scale, order=order, truncate=4.0, step=step)
     # Grid index 0 is the point one step before the array.
     at_pixels = grid[1 : 1 + ref.shape[0], 1 : 1 + ref.shape[1]]
     if scale == 5.0 and order == 2:
@@ -242,8 +242,10 @@ def test_invalid_arguments():
 )
 def test_same_bounds_as_config(field, value):
     # One rule: what SmoothFitConfig rejects, the kernel rejects too.
-    params = dataclasses.asdict(SF)  # the kernel's parameters, by name
+    params = dataclasses.asdict(SF)
     with pytest.raises(ConfigError, match=f"smoothfit.{field} must be"):
         SmoothFitConfig(**{**params, field: value})
+    # The kernel's parameters, by the config's names.
+    kernel = {k: params[k] for k in ("scale", "order", "truncate", "step")}
     with pytest.raises(ValueError, match=f"^{field} must be"):
-        smoothfit(np.zeros((12, 12), np.float32), **{**params, field: value})
+        smoothfit(np.zeros((12, 12), np.float32), **{**kernel, field: value})

@@ -81,7 +81,13 @@ def _dispatch(
     else:
         log.info("running tiled: %s image in chunks %s", scene.shape, scene.chunksize)
         backend = Tiled(store=store)
-    return run_pipeline(scene, cfg, backend, coverage_mask=prepared.user_mask)
+    return run_pipeline(
+        scene,
+        cfg,
+        backend,
+        coverage_mask=prepared.user_mask,
+        weight=prepared.weight,
+    )
 
 
 def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Dataset:
@@ -105,6 +111,7 @@ def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Datas
         "config": cfg.to_dict(),
         "input": image.identity,
         "noise": result.noise,
+        "noise_model": result.depth_model,
         "timings": result.timings,
     }
     if image.header:
@@ -382,6 +389,7 @@ def run_to_store(
     store.finish(
         {
             "noise": result.noise,
+            "noise_model": result.depth_model,
             "timings": result.timings,
             "metrics": metrics,
             "blocks": blocks,

@@ -39,13 +39,15 @@ class Prepared:
 
     ``scene`` is the image (numpy for the whole-image path, dask otherwise)
     with zero-weight pixels set to NaN; ``user_mask`` is True where the user
-    asked pixels to be ignored (or None); ``image`` is the opened input
-    (identity, header, coordinates).
+    asked pixels to be ignored (or None); ``weight`` the weight map on the
+    image's grid (or None); ``image`` is the opened input (identity,
+    header, coordinates).
     """
 
     image: ImageInput
     scene: Any
     user_mask: Any
+    weight: Any = None
 
 
 def prepare(
@@ -79,11 +81,10 @@ def prepare(
     # The reader's conversion (dtype, masked pixels to NaN), in memory.
     scene = np.asarray(image.data.compute()) if whole else image.data
     tiled = not whole
-    scene = _apply_weight(
-        scene, _aux_map(weight, image, "weight", storage_options, tiled=tiled)
-    )
+    weight_map = _aux_map(weight, image, "weight", storage_options, tiled=tiled)
+    scene = _apply_weight(scene, weight_map)
     user_mask = _as_mask(mask, image, tiled=tiled, storage_options=storage_options)
-    return Prepared(image, scene, user_mask)
+    return Prepared(image, scene, user_mask, weight_map)
 
 
 def _check_size(shape: tuple[int, ...], cfg: Config) -> None:

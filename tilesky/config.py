@@ -37,7 +37,7 @@ __all__ = [
 BKG_ESTIMATOR_NAMES = ("mean", "median", "mode", "sextractor", "biweight", "mmm")
 RMS_ESTIMATOR_NAMES = ("std", "mad_std", "biweight")
 INTERPOLATORS = ("idw", "spline")
-NOISE_MODES = ("global", "local")
+NOISE_MODES = ("auto", "global", "local")
 FINAL_METHODS = ("mesh", "smoothfit")
 
 
@@ -239,9 +239,25 @@ class SourceMaskConfig:
     n_pixels: int = 3
     noise_sigma_clip: float | None = 3.0
     noise_sigma_clip_maxiters: int = 5
+    coarse_fwhm: tuple[float, ...] = ()
+    coarse_n_sigma: float = 4.0
+    grow_factor: float = 1.0
+    grow_min_thickness: int = 16
+    grow_max_thickness: int = 48
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fwhm", _floats("source_mask.fwhm", self.fwhm))
+        _positive("source_mask.grow_factor", self.grow_factor, allow_zero=True)
+        coarse = _floats("source_mask.coarse_fwhm", self.coarse_fwhm)
+        object.__setattr__(self, "coarse_fwhm", coarse)
+        for f in coarse:
+            _positive("source_mask.coarse_fwhm", f)
+        _positive("source_mask.coarse_n_sigma", self.coarse_n_sigma)
+        for name, low in (("grow_min_thickness", 1), ("grow_max_thickness", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                msg = f"source_mask.{name} must be an integer >= {low}, got {value!r}"
+                raise ConfigError(msg)
         radii = _floats("source_mask.tophat_radius", self.tophat_radius)
         if any(not r.is_integer() or r < 0 for r in radii):
             msg = (
@@ -282,15 +298,48 @@ class SmoothFitConfig:
     2: local quadratic), ``truncate`` the window radius in sigmas (the halo),
     ``step`` the spacing in pixels of the grid on which the fit is solved
     before cubic interpolation to every pixel (chunks are multiples of it).
+
+    Masked regions are bridged from the sky around them: where less than
+    ``coverage_high`` of the window's weight falls on usable pixels the fit
+    is blended, down to ``coverage_low``, into a *bridge*: the same fit at
+    the wider ``bridge_scale`` (order ``bridge_order``, solved every
+    ``bridge_step`` px), itself fading to its window's weighted mean where
+    it is short of pixels. ``bridge_scale = 0`` turns the bridge off.
     """
 
     scale: float = 25.0
     order: int = 2
     truncate: float = 4.0
     step: int = 6
+    bridge_scale: float = 100.0
+    bridge_order: int = 1
+    bridge_step: int = 30
+    coverage_low: float = 0.02
+    coverage_high: float = 0.15
 
     def __post_init__(self) -> None:
         _positive("smoothfit.scale", self.scale)
+        _positive("smoothfit.bridge_scale", self.bridge_scale, allow_zero=True)
+        if self.bridge_order not in (0, 1, 2):
+            msg = f"smoothfit.bridge_order must be 0, 1 or 2, got {self.bridge_order!r}"
+            raise ConfigError(msg)
+        if (
+            isinstance(self.bridge_step, bool)
+            or not isinstance(self.bridge_step, int)
+            or self.bridge_step < 1
+        ):
+            msg = "smoothfit.bridge_step must be an integer >= 1, got "
+            msg += repr(self.bridge_step)
+            raise ConfigError(msg)
+        _number("smoothfit.coverage_low", self.coverage_low)
+        _number("smoothfit.coverage_high", self.coverage_high)
+        if not 0 <= self.coverage_low < self.coverage_high <= 1:
+            msg = (
+                "smoothfit.coverage_low and coverage_high must satisfy "
+                f"0 <= low < high <= 1, got {self.coverage_low!r}, "
+                f"{self.coverage_high!r}"
+            )
+            raise ConfigError(msg)
         if (
             isinstance(self.step, bool)
             or not isinstance(self.step, int)
@@ -302,6 +351,19 @@ class SmoothFitConfig:
         if self.order not in (0, 1, 2):
             msg = f"smoothfit.order must be 0, 1 or 2, got {self.order!r}"
             raise ConfigError(msg)
+
+
+def _depth_mesh_default() -> MeshConfig:
+    # Boxes of 30 px hold ~600 unmasked pixels each: their RMS is good to a
+    # few per cent, and the 5x5 median filter makes the map smooth on the
+    # scale of 150 px. 30 divides the default chunk multiple.
+    return MeshConfig(
+        box_size=(30, 30),
+        filter_size=(5, 5),
+        exclude_percentile=50.0,
+        bkg_rms_estimator="std",
+        max_distance=8.0,
+    )
 
 
 def _first_mesh_default() -> MeshConfig:
@@ -335,8 +397,16 @@ class Config:
         The final background of each round.
     n_rounds : int
         Rounds of (multi-scale masks, final background), at least 1.
-    noise_mode : {"global", "local"}
-        A global noise level or the local mesh RMS map for thresholds.
+    noise_mode : {"auto", "global", "local"}
+        Thresholds from a noise model that follows depth (``auto``: the
+        weight map if given, else a coarse noise map where the data show
+        the depth varies, else one global level), one global level, or the
+        local mesh RMS maps.
+    depth_mesh : MeshConfig
+        The coarse mesh the ``auto`` noise model measures depth on.
+    depth_ratio : float
+        ``auto``: depth counts as varying when the filtered ``depth_mesh``
+        RMS varies by at least this factor (max / min).
     smooth_truncate : float
         Gaussian smoothing kernels' radius, in sigmas.
 
@@ -356,8 +426,10 @@ class Config:
     smoothfit: SmoothFitConfig = field(default_factory=SmoothFitConfig)
     final_method: str = "smoothfit"
     n_rounds: int = 2
-    noise_mode: str = "global"
+    noise_mode: str = "auto"
     smooth_truncate: float = 4.0
+    depth_mesh: MeshConfig = field(default_factory=_depth_mesh_default)
+    depth_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         _choice("final_method", self.final_method, FINAL_METHODS)
@@ -369,6 +441,10 @@ class Config:
             msg = f"n_rounds must be an integer >= 1, got {self.n_rounds!r}"
             raise ConfigError(msg)
         _positive("smooth_truncate", self.smooth_truncate)
+        _number("depth_ratio", self.depth_ratio)
+        if not self.depth_ratio >= 1:
+            msg = f"depth_ratio must be a number >= 1, got {self.depth_ratio!r}"
+            raise ConfigError(msg)
 
     # -- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -460,8 +536,13 @@ class Config:
     def box_sizes(self) -> list[tuple[int, int]]:
         """Every grid the pipeline anchors at (0, 0); chunks must be multiples."""
         sizes = [self.first_mesh.box_size, self.final_mesh.box_size]
+        if self.noise_mode == "auto":
+            sizes.append(self.depth_mesh.box_size)
         if self.final_method == "smoothfit":
             sizes.append((self.smoothfit.step, self.smoothfit.step))
+            if self.smoothfit.bridge_scale > 0:
+                step = self.smoothfit.bridge_step
+                sizes.append((step, step))
         return sizes
 
     @property
@@ -485,7 +566,7 @@ def _parse_value(raw: str) -> Any:
 #: with the multi-scale masks: residual RMS against the truth about 0.35x
 #: the notebook's on its scene (benchmarks/quality.py).
 PRESETS: dict[str, Config] = {
-    "notebook": Config(final_method="mesh", n_rounds=1),
+    "notebook": Config(final_method="mesh", n_rounds=1, noise_mode="global"),
     "default": Config(),
 }
 

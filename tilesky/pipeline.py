@@ -32,7 +32,7 @@ import numpy as np
 
 from tilesky.config import Config
 from tilesky.errors import PipelineError
-from tilesky.stages import _first_mask, _ring_median, _smoothfit, _source_mask
+from tilesky.stages import _depth, _first_mask, _ring_median, _smoothfit, _source_mask
 from tilesky.stages._mesh import mesh_background
 from tilesky.stages._noise import global_noise
 from tilesky.stages._pointwise import masked_scene, residual, subtracted
@@ -48,6 +48,7 @@ class PipelineResult:
     mesh_arrays: dict[str, Any] = field(default_factory=dict)
     first_mesh_arrays: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, Any] = field(default_factory=dict)
+    depth_model: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -119,11 +120,20 @@ def _first_steps(cfg: Config) -> list[Step]:
         noise = "first_noise"
     else:
         noise = "noise.first_mask"
-        steps.append(
+        steps += [
+            Step(
+                functools.partial(_depth.weight_depth, cfg=cfg),
+                ("weight",),
+                ("depth",),
+            ),
+            Step(_depth.whitened, ("smoothed", "depth"), ("smoothed_white",)),
             _global_noise(
-                fm.noise_sigma_clip, fm.noise_sigma_clip_maxiters, "smoothed", noise
-            )
-        )
+                fm.noise_sigma_clip,
+                fm.noise_sigma_clip_maxiters,
+                "smoothed_white",
+                noise,
+            ),
+        ]
     first_mesh = functools.partial(
         mesh_background,
         m=cfg.first_mesh,
@@ -133,7 +143,7 @@ def _first_steps(cfg: Config) -> list[Step]:
     steps += [
         Step(
             functools.partial(_first_mask.apply, cfg=cfg),
-            ("smoothed", noise, "user_mask"),
+            ("smoothed", noise, "depth", "user_mask"),
             ("mask",),
             checkpoint={"mask": "first_mask"},
             lap="first_mask",
@@ -166,22 +176,41 @@ def _round_steps(cfg: Config, rnd: int) -> list[Step]:
     # Held in memory (when it fits) for the noise passes and the masks.
     steps = [Step(residual, ("stats_scene", "background"), ("residual",), hold=True)]
     if not local:
-        steps.append(
-            _global_noise(
-                sm.noise_sigma_clip, sm.noise_sigma_clip_maxiters, "residual", noise
+        if rnd == 1:
+            # The depth model is decided once, on the first residual.
+            steps.append(
+                Step(
+                    functools.partial(_depth.estimated_depth, cfg=cfg),
+                    ("residual", "mask", "depth"),
+                    ("depth", "depth_model"),
+                    checkpoint={"depth": "depth_map"},
+                )
             )
-        )
+        steps += [
+            Step(_depth.whitened, ("residual", "depth"), ("residual_white",)),
+            _global_noise(
+                sm.noise_sigma_clip,
+                sm.noise_sigma_clip_maxiters,
+                "residual_white",
+                noise,
+            ),
+        ]
     steps.append(
         Step(
             functools.partial(_source_mask.apply, cfg=cfg),
-            ("residual", noise, "user_mask"),
+            ("residual", noise, "depth" if not local else "none", "user_mask"),
             ("mask",),
             checkpoint={"mask": f"mask_round{rnd}"},
         )
     )
     fit = "none"
     if cfg.final_method == "smoothfit":
-        steps.append(Step(_smoothfit.stage(cfg), ("scene", "mask"), ("fit",)))
+        bridge = _smoothfit.bridge_stage(cfg)
+        fit_inputs = ("scene", "mask")
+        if bridge is not None:
+            steps.append(Step(bridge, ("scene", "mask"), ("bridge",)))
+            fit_inputs = ("scene", "mask", "bridge")
+        steps.append(Step(_smoothfit.stage(cfg), fit_inputs, ("fit",)))
         fit = "fit"
     # The RMS map is an output of the last round, and local noise for the
     # next one; otherwise nobody reads it.
@@ -251,6 +280,9 @@ def _run_step(step: Step, backend, values: dict) -> None:
     out = step.run(backend, *(values[name] for name in step.inputs))
     out = out if len(step.outputs) > 1 else (out,)
     for name, value in zip(step.outputs, out, strict=True):
+        if value is None:
+            values[name] = value
+            continue
         if step.hold:
             value = backend.hold(value)
         if name in step.checkpoint:
@@ -259,7 +291,7 @@ def _run_step(step: Step, backend, values: dict) -> None:
 
 
 def run_pipeline(
-    scene, config: Config, backend, *, coverage_mask=None
+    scene, config: Config, backend, *, coverage_mask=None, weight=None
 ) -> PipelineResult:
     """Run every step of :func:`plan` on ``scene`` with ``backend``.
 
@@ -274,13 +306,23 @@ def run_pipeline(
     coverage_mask : 2-D bool array, optional
         True where pixels must be ignored (user mask); they are treated as
         masked in every stage but still receive a background.
+    weight : 2-D array, optional
+        Inverse-variance weight map (zero: no coverage, already applied to
+        ``scene``); with ``noise_mode="auto"`` the thresholds follow it.
 
     Returns
     -------
     PipelineResult
     """
     result = PipelineResult()
-    values: dict[str, Any] = {"scene": scene, "user_mask": coverage_mask, "none": None}
+    values: dict[str, Any] = {
+        "scene": scene,
+        "user_mask": coverage_mask,
+        "weight": weight,
+        "depth": None,
+        "depth_model": {"model": config.noise_mode},
+        "none": None,
+    }
     t0 = time.perf_counter()
     for step in plan(config):
         _run_step(step, backend, values)
@@ -297,6 +339,7 @@ def run_pipeline(
         name: values[name]
         for name in ("background", "background_rms", "mask", "subtracted")
     }
+    result.depth_model = values["depth_model"]
     result.mesh_arrays = values["meshes"].outputs()
     result.first_mesh_arrays = values["first_meshes"].outputs()
     return result

@@ -149,6 +149,28 @@ def _solve_constant(moms, rhs, nterms, out):  # pragma: no cover - numba
                     break
 
 
+@njit(cache=True, nogil=True)
+def _coverage_blend(  # pragma: no cover - numba
+    grid, moms, rhs, full_y, full_x, low, high, order0, alpha
+):
+    # alpha: how much of the window's in-array weight is unmasked, mapped
+    # linearly from [low, high] to [0, 1]. With order0, the fit fades to the
+    # window's weighted mean (which cannot overshoot) as alpha falls, so a
+    # large hole is bridged by the level around it, not by an extrapolated
+    # curve.
+    ny, nx = grid.shape
+    for y in range(ny):
+        for x in range(nx):
+            full = full_y[y] * full_x[x]
+            m00 = moms[0, y, x]
+            c = m00 / full if full > 0.0 else 0.0
+            t = (c - low) / (high - low)
+            t = 0.0 if t < 0.0 else (1.0 if t > 1.0 else t)
+            alpha[y, x] = t
+            if order0 and m00 > 1e-12 and t < 1.0:
+                grid[y, x] = t * grid[y, x] + (1.0 - t) * (rhs[0, y, x] / m00)
+
+
 # -- coarse-grid evaluation ---------------------------------------------------
 #
 # Tiling exactness rests on three rules: grid points sit at multiples of
@@ -239,12 +261,24 @@ def _grid_moments(  # pragma: no cover - numba
     return moms, rhs
 
 
-def _grid_fit(image, mask, *, scale, order, truncate, step) -> np.ndarray:
+def _in_array_weight(w0: np.ndarray, n: int, step: int, n_grid: int) -> np.ndarray:
+    """Sum of the 1-D window weights inside ``[0, n)`` at each grid point."""
+    radius = (w0.size - 1) // 2
+    centres = (np.arange(n_grid) - 1) * step
+    taps = centres[:, None] + np.arange(-radius, radius + 1)[None, :]
+    return np.where((taps >= 0) & (taps < n), w0[None, :], 0.0).sum(axis=1)
+
+
+def _grid_fit(
+    image, mask, *, scale, order, truncate, step, coverage=None, order0=False
+):
     """Fitted values (float64) at grid points ``g * step``, g = -1, 0, ...
 
     Shape ``((ny - 1) // step + 4, (nx - 1) // step + 4)``: index 0 is the
     point one step before the array, the last the point two steps past the
     last grid point inside it (the 4-point interpolation stencil's reach).
+    With ``coverage = (low, high)`` also the grid of coverage weights (see
+    :func:`smoothfit`), else None.
     """
     data = np.asarray(image)
     if data.dtype not in (np.float32, np.float64):
@@ -269,7 +303,16 @@ def _grid_fit(image, mask, *, scale, order, truncate, step) -> np.ndarray:
     moms, rhs = _grid_moments(xc, xf, w, step, ngy, slot, mi, mj, ti, tj)
     grid = np.empty((ngy, ngx))
     _solve_constant(moms, rhs, len(terms), grid)
-    return grid
+    if coverage is None:
+        return grid, None
+    # The in-array weight is the window's for every grid point a tile's
+    # core reads: its halo holds the whole window or the image ends there.
+    full_y = _in_array_weight(w[0], ny, step, ngy)
+    full_x = _in_array_weight(w[0], nx, step, ngx)
+    alpha = np.empty((ngy, ngx))
+    low, high = (float(v) for v in coverage)
+    _coverage_blend(grid, moms, rhs, full_y, full_x, low, high, order0, alpha)
+    return grid, alpha
 
 
 def _keys_weights(step: int) -> np.ndarray:
@@ -338,7 +381,9 @@ def smoothfit(
     order: int,
     truncate: float,
     step: int,
-) -> np.ndarray:
+    coverage: tuple[float, float] | None = None,
+    order0: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Masked local polynomial background of ``image``.
 
     Parameters
@@ -358,11 +403,21 @@ def smoothfit(
     step : int
         Spacing in pixels of the grid the fit is solved on, >= 1
         (``SmoothFitConfig.step``); ``step=1`` solves it at every pixel.
+    coverage : (low, high), optional
+        Also return the coverage weight of every pixel: the fraction ``c``
+        of the window's weight (inside the array) on usable pixels, mapped
+        linearly from ``[low, high]`` onto ``[0, 1]`` (clipped).
+    order0 : bool
+        With ``coverage``: fade the fit to the window's weighted mean (order
+        0) as the coverage weight drops from 1 to 0, so a hole is bridged
+        by the level of the sky around it rather than by an extrapolated
+        polynomial.
 
     Returns
     -------
-    numpy.ndarray
-        float32 background, the shape of ``image``.
+    numpy.ndarray or tuple of numpy.ndarray
+        float32 background, the shape of ``image``; with ``coverage``, the
+        pair ``(background, coverage weight)``.
 
     Notes
     -----
@@ -412,8 +467,20 @@ def smoothfit(
     if image.size == 0:
         return out
     step = int(step)
-    grid = _grid_fit(
-        image, mask, scale=scale, order=order, truncate=truncate, step=step
+    grid, alpha = _grid_fit(
+        image,
+        mask,
+        scale=scale,
+        order=order,
+        truncate=truncate,
+        step=step,
+        coverage=coverage,
+        order0=order0,
     )
-    _interpolate(grid, _keys_weights(step), step, out)
-    return out
+    keys = _keys_weights(step)
+    _interpolate(grid, keys, step, out)
+    if alpha is None:
+        return out
+    weight = np.empty(image.shape, dtype=np.float32)
+    _interpolate(alpha, keys, step, weight)
+    return out, np.clip(weight, 0.0, 1.0)

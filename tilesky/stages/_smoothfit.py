@@ -17,9 +17,18 @@ from tilesky.config import Config
 from tilesky.kernels._smoothfit import smoothfit, smoothfit_depth
 from tilesky.stages._stage import LocalStage
 
-__all__ = ["NAME", "depth", "fit", "stage"]
+__all__ = [
+    "BRIDGE_NAME",
+    "NAME",
+    "bridge_stage",
+    "bridged_fit",
+    "depth",
+    "fit",
+    "stage",
+]
 
 NAME = "smoothfit"
+BRIDGE_NAME = "smoothfit-bridge"
 
 
 def fit(scene, mask, *, scale, order, truncate, step):
@@ -29,16 +38,79 @@ def fit(scene, mask, *, scale, order, truncate, step):
     )
 
 
+def bridged_fit(scene, mask, bridge, *, scale, order, truncate, step, coverage):
+    """The fit, blended into ``bridge`` where its window is short of pixels."""
+    value, weight = smoothfit(
+        scene,
+        mask,
+        scale=scale,
+        order=order,
+        truncate=truncate,
+        step=step,
+        coverage=coverage,
+    )
+    with np.errstate(invalid="ignore"):
+        blend = weight * value + (np.float32(1) - weight) * bridge
+    out = np.where(weight > 0, blend, bridge)
+    # No bridge (a hole wider than even its window): the fit where it has
+    # one, else NaN for the mesh to fill.
+    out = np.where(np.isnan(bridge), value, out)
+    return out.astype(np.float32)
+
+
+def _bridge(scene, mask, *, scale, order, truncate, step, coverage):
+    value, _ = smoothfit(
+        scene,
+        mask,
+        scale=scale,
+        order=order,
+        truncate=truncate,
+        step=step,
+        coverage=coverage,
+        order0=True,
+    )
+    return value
+
+
+def bridge_stage(cfg: Config) -> LocalStage | None:
+    """The wide, low-order fit that bridges large masked regions, or None."""
+    sf = cfg.smoothfit
+    if sf.bridge_scale <= 0:
+        return None
+    kernel = functools.partial(
+        _bridge,
+        scale=sf.bridge_scale,
+        order=sf.bridge_order,
+        truncate=sf.truncate,
+        step=sf.bridge_step,
+        coverage=(sf.coverage_low, sf.coverage_high),
+    )
+    halo = depth(scale=sf.bridge_scale, truncate=sf.truncate, step=sf.bridge_step)
+    return LocalStage(BRIDGE_NAME, kernel, halo, np.float32)
+
+
 def depth(*, scale: float, truncate: float, step: int) -> int:
     """Halo: the window's radius plus two grid steps, rounded to the grid."""
     return smoothfit_depth(scale, truncate, step=step)
 
 
 def stage(cfg: Config) -> LocalStage:
-    """The stage with ``cfg.smoothfit``'s parameters."""
+    """The stage with ``cfg.smoothfit``'s parameters.
+
+    With a bridge (``bridge_scale > 0``) its kernel reads
+    ``(scene, mask, bridge)``, else ``(scene, mask)``.
+    """
     sf = cfg.smoothfit
-    kernel = functools.partial(
-        fit, scale=sf.scale, order=sf.order, truncate=sf.truncate, step=sf.step
-    )
+    params = {
+        "scale": sf.scale,
+        "order": sf.order,
+        "truncate": sf.truncate,
+        "step": sf.step,
+    }
+    if sf.bridge_scale > 0:
+        coverage = (sf.coverage_low, sf.coverage_high)
+        kernel = functools.partial(bridged_fit, coverage=coverage, **params)
+    else:
+        kernel = functools.partial(fit, **params)
     halo = depth(scale=sf.scale, truncate=sf.truncate, step=sf.step)
     return LocalStage(NAME, kernel, halo, np.float32)

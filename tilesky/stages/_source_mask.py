@@ -11,10 +11,12 @@ pixels a scale does not reach.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from tilesky.config import Config
+from tilesky.kernels._grow import grow_by_size, grow_depth
 from tilesky.kernels._mask import (
     dilate_depth,
     dilate_mask,
@@ -24,9 +26,9 @@ from tilesky.kernels._mask import (
     size_filter_depth,
     smooth,
 )
-from tilesky.stages._stage import LocalStage
+from tilesky.stages._stage import LocalStage, threshold_inputs
 
-__all__ = ["NAME", "apply", "depth", "scale_mask", "scale_masks", "scales"]
+__all__ = ["NAME", "apply", "depth", "growth", "scale_mask", "scale_masks", "scales"]
 
 NAME = "source-mask"
 
@@ -39,64 +41,123 @@ def scale_mask(residual, noise, *, sigma, truncate, n_sigma, n_pixels, radius):
     return dilate_mask(size_filter(detected, n_pixels), radius)
 
 
-def scale_masks(residual, *coverage, scales, truncate, n_sigma, n_pixels, noise):
+def scale_masks(
+    residual,
+    *coverage,
+    scales,
+    truncate,
+    n_sigma,
+    n_pixels,
+    noise,
+    scaled=False,
+    grow=None,
+):
     """Union of the masks of every ``(sigma, radius)`` scale and ``coverage``.
 
     ``noise`` is a number (global level) or, when None, the first array of
-    ``coverage`` is the local noise map.
+    ``coverage`` is the local noise map. ``scaled``: the next array is a
+    relative depth map the level is multiplied by. ``grow`` (keywords of
+    :func:`~tilesky.kernels._grow.grow_by_size`) widens the detections by
+    the size of each region before the coverage masks are added.
     """
     if noise is None:
         noise, *coverage = coverage
+    if scaled:
+        depth_map, *coverage = coverage
+        noise = noise * depth_map
     out = np.zeros(residual.shape, dtype=bool)
-    for sigma, radius in scales:
+    fine = [sc for sc in scales if sc[1] >= 0]
+    for sigma, radius, relative in fine:
         out |= scale_mask(
             residual,
             noise,
             sigma=sigma,
             truncate=truncate,
-            n_sigma=n_sigma,
+            n_sigma=n_sigma * relative,
             n_pixels=n_pixels,
             radius=radius,
         )
+    # Coarse scales see the residual without what the fine ones found, so
+    # a smoothed point source does not pass for extended light.
+    coarse = np.zeros(residual.shape, dtype=bool)
+    for sigma, _, relative in (sc for sc in scales if sc[1] < 0):
+        smoothed = smooth(residual, sigma, truncate=truncate, mask=out)
+        with np.errstate(invalid="ignore"):
+            coarse |= np.isfinite(smoothed) & (smoothed > n_sigma * relative * noise)
+    out |= size_filter(coarse, n_pixels)
+    if grow is not None:
+        out = grow_by_size(out, **grow)
     for m in coverage:
         out |= m
     return out
 
 
-def scales(cfg: Config) -> list[tuple[float, int]]:
-    """``(Gaussian sigma, top-hat radius)`` of each configured scale."""
+def scales(cfg: Config) -> list[tuple[float, int, float]]:
+    """``(Gaussian sigma, top-hat radius, threshold factor)`` of each scale.
+
+    The configured scales threshold at ``n_sigma`` times the noise of the
+    unsmoothed residual (factor 1). The coarse scales (``coarse_fwhm``)
+    threshold at ``coarse_n_sigma`` times the noise *of the smoothed map*,
+    the pixel noise times the Gaussian's L2 norm ``1 / (2 sqrt(pi) sigma)``
+    for uncorrelated noise: that is what lets a disc of a fraction of a
+    sigma per pixel, spread over thousands of pixels, be found. They add no
+    top-hat (radius -1 marks them): their detections grow by size.
+    """
     sm = cfg.source_mask
-    return [
-        (fwhm_to_sigma(fwhm), radius)
+    fine = [
+        (fwhm_to_sigma(fwhm), radius, 1.0)
         for fwhm, radius in zip(sm.fwhm, sm.tophat_radius, strict=True)
     ]
+    coarse = []
+    for fwhm in sm.coarse_fwhm:
+        sigma = fwhm_to_sigma(fwhm)
+        norm = 1.0 / (2.0 * math.sqrt(math.pi) * sigma)
+        coarse.append((sigma, -1, sm.coarse_n_sigma * norm / sm.n_sigma))
+    return fine + coarse
 
 
-def depth(*, scales, truncate: float, n_pixels: int) -> int:
-    """Halo: the widest scale's smoothing + connectivity + dilation reach."""
-    return max(
+def growth(cfg: Config) -> dict | None:
+    """Keywords of the size-dependent growth, or None when it is off."""
+    sm = cfg.source_mask
+    if sm.grow_factor <= 0:
+        return None
+    return {
+        "factor": sm.grow_factor,
+        "min_thickness": sm.grow_min_thickness,
+        "max_thickness": sm.grow_max_thickness,
+    }
+
+
+def depth(*, scales, truncate: float, n_pixels: int, grow: dict | None = None) -> int:
+    """Halo: the widest scale's smoothing + connectivity + dilation reach,
+    plus the growth's reach (it runs on their union)."""
+    fine = max(
         gaussian_depth(sigma, truncate)
         + size_filter_depth(n_pixels)
         + dilate_depth(radius)
-        for sigma, radius in scales
+        for sigma, radius, _ in scales
+        if radius >= 0
     )
+    # A coarse scale reads the fine mask within its kernel's reach.
+    coarse = [gaussian_depth(s, truncate) for s, radius, _ in scales if radius < 0]
+    detect = fine + max(coarse) + size_filter_depth(n_pixels) if coarse else fine
+    if grow is None:
+        return detect
+    return detect + grow_depth(grow["factor"], grow["max_thickness"])
 
 
-def apply(backend, residual, noise, user_mask, *, cfg: Config):
-    """The round's mask of ``residual``; ``noise`` as in the first mask."""
+def apply(backend, residual, noise, depth_map, user_mask, *, cfg: Config):
+    """The round's mask of ``residual``; ``noise`` and ``depth_map`` as in
+    the first mask."""
     sm = cfg.source_mask
-    inputs = [residual]
-    if isinstance(noise, dict):
-        level = noise["std"]
-    else:
-        level = None
-        inputs.append(noise)
-    if user_mask is not None:
-        inputs.append(user_mask)
+    inputs, level, scaled = threshold_inputs(residual, noise, depth_map, user_mask)
     params = {
         "scales": scales(cfg),
         "truncate": cfg.smooth_truncate,
         "n_pixels": sm.n_pixels,
+        "grow": growth(cfg),
     }
-    kernel = functools.partial(scale_masks, n_sigma=sm.n_sigma, noise=level, **params)
+    kernel = functools.partial(
+        scale_masks, n_sigma=sm.n_sigma, noise=level, scaled=scaled, **params
+    )
     return LocalStage(NAME, kernel, depth(**params), bool)(backend, *inputs)

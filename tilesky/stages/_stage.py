@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LocalStage"]
+__all__ = ["LocalStage", "threshold_inputs"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,26 @@ class LocalStage:
         return backend.local(
             self.kernel, arrays, depth=self.depth, dtype=self.dtype, name=self.name
         )
+
+
+def threshold_inputs(image, noise, depth, user_mask):
+    """The arrays and noise keywords of a thresholding stage.
+
+    ``noise`` is the global noise (a dict with ``std``) or a local noise map
+    (an array on the image's grid); ``depth`` an optional relative depth map
+    the global level is scaled by. Returns ``(arrays, level, scaled)`` in
+    the order the mask kernels read them: ``image``, the noise map (when
+    ``level`` is None), the depth map (when ``scaled``), the user's mask.
+    """
+    arrays = [image]
+    if isinstance(noise, dict):
+        level = noise["std"]
+    else:
+        level = None
+        arrays.append(noise)
+    scaled = depth is not None and level is not None
+    if scaled:
+        arrays.append(depth)
+    if user_mask is not None:
+        arrays.append(user_mask)
+    return arrays, level, scaled
