@@ -207,8 +207,30 @@ def run_real(methods: dict) -> dict:
                 }
             )
         _print_real(f"{name}: {title}", rows)
-        out[name] = {"title": title, "shape": list(scene.shape), "rows": rows}
+        out[name] = {
+            "title": title,
+            "shape": list(scene.shape),
+            "rows": rows,
+            "validation": _validation(name),
+        }
     return out
+
+
+def _validation(name: str) -> dict:
+    """``tilesky validate`` of a default run on the frame, in a scratch store."""
+    import tempfile
+
+    from tilesky import load_config, run_to_store
+    from tilesky.validate import format_lines, validate_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = f"{tmp}/{name}.zarr"
+        run_to_store(str(DATA / Path(FRAMES[name][0]).name), run, config=load_config())
+        result = validate_run(run)
+    print(f"injection check of the default run on {name}:")
+    for line in format_lines(result):
+        print(f"  {line}")
+    return result
 
 
 def _print_real(title: str, rows: list[dict]) -> None:
