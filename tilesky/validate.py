@@ -413,7 +413,18 @@ def _write(run: str, result: dict, storage_options: dict | None) -> None:
 
 
 def format_lines(result: dict) -> list[str]:
-    """The CLI's lines: pattern recovery, then the kept-flux table."""
+    """The CLI's lines: pattern recovery, then the kept-flux table.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`validate_run` returned (or ``validation.json``).
+
+    Returns
+    -------
+    list of str
+        Lines without a trailing newline.
+    """
     inj = result["injection"]
     pat = inj["pattern"]
     rms, peak = result["pattern_rms_sigma"], result["pattern_peak_sigma"]
