@@ -1,4 +1,4 @@
-"""Command line: ``tilesky run | simulate | report | export | demo``.
+"""Command line: ``tilesky run | simulate | report | export | validate | demo``.
 
 Errors a user can fix print one line on stderr and exit 1; usage errors exit
 2 (argparse). ``--debug`` shows the traceback instead.
@@ -195,6 +195,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--fits", required=True, metavar="DIR", dest="fits_dir")
     export.add_argument("--overwrite", action="store_true")
     _add_storage_option(export)
+
+    from tilesky.validate import add_arguments as _validate_arguments
+
+    validate = sub.add_parser(
+        "validate",
+        help="injection check of a finished run on its own image",
+        description="Inject a smooth pattern and faint exponential disks into RUN's "
+        "input, rerun its configuration on its tiles, and report the pattern's "
+        "recovery error (noise sigma) and the disks' flux kept.",
+    )
+    _validate_arguments(validate)
+    _add_storage_option(validate)
 
     demo = sub.add_parser(
         "demo",
@@ -409,8 +421,16 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_validate(args) -> int:
+    from tilesky.validate import run_cli
+
+    _resume_gc()
+    return run_cli(args, _say, _storage_options(args) or None)
+
+
 _COMMANDS = {
     "run": _cmd_run,
+    "validate": _cmd_validate,
     "simulate": _cmd_simulate,
     "demo": _cmd_demo,
     "export": _cmd_export,
