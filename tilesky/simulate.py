@@ -576,7 +576,16 @@ def simulate_scene(
         blank_angle=blank_angle,
     )
     norm = da.core.normalize_chunks(chunks, spec.shape, dtype=np.float32)
+    stack = _tile_stack(spec, norm)
     blemishes, sources = _draw_catalogues(spec)
+    data_vars = _image_variables(spec, norm, stack)
+    data_vars.update({key: (("source",), val) for key, val in sources.items()})
+    data_vars.update({key: (("blemish",), val) for key, val in blemishes.items()})
+    return xr.Dataset(data_vars, attrs=_scene_attrs(spec))
+
+
+def _tile_stack(spec: _SceneSpec, norm: tuple) -> da.Array:
+    """Lazy float32 (3, ny, nx) stack (scene, truth, sky), one task per tile."""
     token = tokenize(spec, norm, GENERATOR_VERSION)
     name, model_key = f"simulate-scene-{token}", f"simulate-model-{token}"
     # Workers rebuild the catalogue from the seed: the graph stays small
@@ -595,7 +604,11 @@ def simulate_scene(
                 int(xbounds[j + 1]),
             )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    stack = da.Array(graph, name, ((3,), *norm), dtype=np.float32)
+    return da.Array(graph, name, ((3,), *norm), dtype=np.float32)
+
+
+def _image_variables(spec: _SceneSpec, norm: tuple, stack: da.Array) -> dict:
+    """The (y, x) variables: scene, truth, sky and, with varying depth, noise_rms."""
     yx = ("y", "x")
     data_vars: dict[str, Any] = {
         "scene": (yx, stack[0], {"long_name": "sky + noise + sources"}),
@@ -606,11 +619,12 @@ def simulate_scene(
         row = da.from_array(_sigma_profile(spec).astype(np.float32), chunks=(norm[1],))
         rms = da.broadcast_to(row, spec.shape, chunks=norm)
         data_vars["noise_rms"] = (yx, rms, {"long_name": "true noise sigma"})
-    for key, val in sources.items():
-        data_vars[key] = (("source",), val)
-    for key, val in blemishes.items():
-        data_vars[key] = (("blemish",), val)
-    attrs = {
+    return data_vars
+
+
+def _scene_attrs(spec: _SceneSpec) -> dict[str, Any]:
+    """What the dataset's attrs record: its kind, its generator and its spec."""
+    return {
         "tilesky_kind": "simulation",
         "tilesky_default_variable": "scene",
         "generator": "tilesky.simulate",
@@ -619,7 +633,6 @@ def simulate_scene(
         "noise_block": NOISE_BLOCK,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
     }
-    return xr.Dataset(data_vars, attrs=attrs)
 
 
 def _check_target(out: str, storage_options: dict | None, overwrite: bool) -> None:
