@@ -59,7 +59,17 @@ log = logging.getLogger("tilesky")
 
 @dataclass
 class ExecutionContext:
-    """What :func:`execution` set up."""
+    """What :func:`execution` set up.
+
+    Parameters
+    ----------
+    kind : {"threads", "local", "remote"}
+        Dask's threaded scheduler, a local cluster, or an existing scheduler.
+    client : distributed.Client, optional
+        The cluster's client (None for threads).
+    dashboard_link : str, optional
+        The dashboard's URL, when there is one.
+    """
 
     kind: str
     client: object | None = None
@@ -459,8 +469,11 @@ def _explained_worker_deaths() -> Iterator[None]:
 def current_client() -> Any | None:
     """The distributed client that ``dask.compute`` would use, if any.
 
-    None under dask's local schedulers (``scheduler="threads"``/``"sync"``)
-    or when no client exists.
+    Returns
+    -------
+    distributed.Client or None
+        None under dask's local schedulers (``scheduler="threads"``/``"sync"``)
+        or when no client exists.
     """
     if dask.config.get("scheduler", None) not in (None, "dask.distributed"):
         return None
@@ -475,7 +488,14 @@ def current_client() -> Any | None:
 
 
 def thread_count() -> int:
-    """Threads that will run tasks: the cluster's, else this machine's cores."""
+    """Threads that will run tasks: the cluster's, else this machine's cores.
+
+    Returns
+    -------
+    int
+        The cluster's worker threads, or ``num_workers`` from dask's
+        configuration, or this machine's usable cores.
+    """
     client = current_client()
     if client is not None:
         threads = sum(client.nthreads().values())
@@ -497,6 +517,16 @@ def keeps_intermediates(client: Any) -> bool:
     cluster is shared and long-lived, its nodes may be preempted, and a
     lost worker then costs only its tiles in flight, the stored blocks
     being durable.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client the run computes with.
+
+    Returns
+    -------
+    bool
+        True for a local or all-in-process cluster.
     """
     if client in _LOCAL_CLIENTS:
         return True
@@ -530,6 +560,16 @@ def holdable_bytes(client: Any | None = None) -> int:
     A quarter of the workers' memory limits (with ``client``), or of this
     machine's available memory; the rest is left to the tiles being
     computed and to the data of other users of the cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        The cluster whose workers' memory limits count; None: this machine.
+
+    Returns
+    -------
+    int
+        The budget in bytes.
     """
     if client is not None:
         workers = client.scheduler_info().get("workers", {}).values()

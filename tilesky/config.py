@@ -101,7 +101,15 @@ def _floats(name: str, value: Any) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class RingConfig:
-    """Ring-median filter: ``Ring2DKernel(radius_in, width)`` footprint."""
+    """Ring-median filter: ``Ring2DKernel(radius_in, width)`` footprint.
+
+    Parameters
+    ----------
+    radius_in : int
+        Inner radius of the ring in pixels (>= 0; 0 is a filled disk).
+    width : int
+        Width of the ring in pixels (>= 1).
+    """
 
     radius_in: int = 15
     width: int = 5
@@ -122,6 +130,19 @@ class FirstMaskConfig:
     ``noise_sigma_clip=None`` takes the plain standard deviation of the
     smoothed difference as the global noise, as the notebook does; a number
     clips iteratively about the mean at that many sigma first.
+
+    Parameters
+    ----------
+    smooth_sigma : float
+        Gaussian sigma, in pixels, of the smoothing of ``scene - ring``.
+    n_sigma : float
+        Threshold in units of the noise (>= 0).
+    dilate_radius : int
+        Radius of the circular top-hat dilation, in pixels (>= 0).
+    noise_sigma_clip : float or None
+        Clipping threshold of the global noise estimate; None: no clipping.
+    noise_sigma_clip_maxiters : int
+        Most clipping iterations of that estimate.
     """
 
     smooth_sigma: float = 3.0
@@ -159,6 +180,36 @@ class MeshConfig:
     ``SigmaClip(sigma=3, maxiters=10)`` by default. ``max_distance`` bounds
     the inverse-distance neighbour search, in boxes: it is what makes the
     interpolation local and hence exactly tileable (see ``kernels._idw``).
+
+    Parameters
+    ----------
+    box_size : int or (int, int)
+        Mesh box size ``(ny, nx)`` in pixels.
+    filter_size : int or (int, int)
+        Odd size, in boxes, of the median filter of the mesh.
+    filter_threshold : float or None
+        Filter only boxes above this background (photutils' rule); None: all.
+    exclude_percentile : float
+        Boxes with more than this percentage of masked pixels are excluded.
+    sigma_clip : float or None
+        Per-box clipping threshold in sigma; None: no clipping.
+    sigma_clip_maxiters : int
+        Most clipping iterations per box.
+    bkg_estimator : str
+        Name of the background estimator (`tilesky.estimators.BKG_ESTIMATORS`).
+    bkg_rms_estimator : str
+        Name of the RMS estimator (`tilesky.estimators.RMS_ESTIMATORS`).
+    interpolator : {"idw", "spline"}
+        Interpolation of the mesh to pixels.
+    n_neighbors : int
+        Neighbouring boxes of the inverse-distance interpolation.
+    power, regularization : float
+        The inverse-distance weights are ``1 / (d**power + regularization)``,
+        ``d`` in boxes.
+    max_distance : float
+        Reach of the neighbour search, in boxes.
+    fill_n_neighbors : int
+        Neighbours used to fill excluded boxes.
     """
 
     box_size: tuple[int, int] = (6, 6)
@@ -231,6 +282,21 @@ class SourceMaskConfig:
     8-connected groups of at least
     ``n_pixels``, dilate with a circular top-hat of ``tophat_radius[i]``;
     the scales are ORed.
+
+    Parameters
+    ----------
+    fwhm : tuple of float
+        FWHM, in pixels, of the smoothing at each scale.
+    tophat_radius : tuple of int
+        Dilation radius, in pixels, at each scale (as many as ``fwhm``).
+    n_sigma : float
+        Threshold in units of the noise (>= 0).
+    n_pixels : int
+        Smallest 8-connected group kept (>= 1).
+    noise_sigma_clip : float or None
+        Clipping threshold of the residual's noise; None: no clipping.
+    noise_sigma_clip_maxiters : int
+        Most clipping iterations of that estimate.
     """
 
     fwhm: tuple[float, ...] = (1.0, 3.0, 5.0)
@@ -282,6 +348,17 @@ class SmoothFitConfig:
     2: local quadratic), ``truncate`` the window radius in sigmas (the halo),
     ``step`` the spacing in pixels of the grid on which the fit is solved
     before cubic interpolation to every pixel (chunks are multiples of it).
+
+    Parameters
+    ----------
+    scale : float
+        Gaussian sigma of the weighting window, in pixels.
+    order : {0, 1, 2}
+        Order of the local polynomial.
+    truncate : float
+        Window radius in sigmas (the halo).
+    step : int
+        Spacing, in pixels, of the grid the fit is solved on.
     """
 
     scale: float = 25.0
@@ -372,7 +449,13 @@ class Config:
 
     # -- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON/TOML-friendly nested dict (tuples become lists)."""
+        """A JSON/TOML-friendly nested dict (tuples become lists).
+
+        Returns
+        -------
+        dict
+            One entry per field; sections are dicts of their fields.
+        """
 
         def plain(value: Any) -> Any:
             if isinstance(value, tuple):
@@ -394,7 +477,26 @@ class Config:
     def from_dict(
         cls, data: Mapping[str, Any], *, base: Config | None = None
     ) -> Config:
-        """Build a config from a nested mapping, starting from ``base``."""
+        """Build a config from a nested mapping, starting from ``base``.
+
+        Parameters
+        ----------
+        data : mapping
+            Top-level keys and sections (mappings of a section's keys), as
+            :meth:`to_dict` writes them; keys left out keep ``base``'s values.
+        base : Config, optional
+            The configuration to change; the defaults when None.
+
+        Returns
+        -------
+        Config
+            ``base`` with ``data`` applied.
+
+        Raises
+        ------
+        ConfigError
+            An unknown key or section, or a value out of range.
+        """
         base = base if base is not None else cls()
         changes: dict[str, Any] = {}
         known = {f.name: f for f in fields(cls)}
@@ -435,6 +537,16 @@ class Config:
 
         A bare word that is not valid TOML is taken as a string, so
         ``noise_mode=local`` works as well as ``noise_mode="local"``.
+
+        Parameters
+        ----------
+        pairs : iterable of str
+            ``key=value`` or ``section.key=value`` strings.
+
+        Returns
+        -------
+        Config
+            A new configuration with the overrides applied.
         """
         nested: dict[str, Any] = {}
         for pair in pairs:
@@ -510,6 +622,7 @@ def load_config(
     Returns
     -------
     Config
+        The validated configuration.
     """
     name = preset or "default"
     if name not in PRESETS:

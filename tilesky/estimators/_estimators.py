@@ -27,6 +27,21 @@ class _Estimator:
     _param_names: ClassVar[tuple[str, ...]] = ()
 
     def __call__(self, data: Any, axis: int | tuple[int, ...] | None = None) -> Any:
+        """The statistic of ``data`` along ``axis``, NaN values ignored.
+
+        Parameters
+        ----------
+        data : array_like
+            The values; masked entries of a masked array count as NaN.
+        axis : int or tuple of int, optional
+            The axes to reduce; None: all of them.
+
+        Returns
+        -------
+        numpy.ndarray or numpy scalar
+            One value per remaining index (a scalar for ``axis=None``), of
+            the data's float dtype; NaN where every value is NaN.
+        """
         rows, out_shape = _as_rows(data, axis)
         return _finish(self._rows(rows), out_shape)
 
@@ -322,6 +337,7 @@ def make_estimator(name: str, kind: str = "bkg", **params: Any) -> _Estimator:
     Returns
     -------
     estimator : BackgroundEstimator or BackgroundRMSEstimator
+        A new estimator of that name with those parameters.
 
     Examples
     --------

@@ -104,7 +104,21 @@ class SigmaClip:
         return hash(("SigmaClip", *self.params.items()))
 
     def __call__(self, data: Any, axis: int | tuple[int, ...] | None = -1) -> Any:
-        """Return a float copy of ``data`` with clipped values set to NaN."""
+        """Return a float copy of ``data`` with clipped values set to NaN.
+
+        Parameters
+        ----------
+        data : array_like
+            The values.
+        axis : int or tuple of int or None, optional
+            The axes clipped together (statistics per remaining index);
+            None: all of them.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``data``'s shape; clipped and non-finite values are NaN.
+        """
         data = np.asarray(data)
         if data.dtype.kind != "f":
             data = data.astype(np.float64)
@@ -122,7 +136,21 @@ class SigmaClip:
     def bounds(
         self, data: Any, axis: int | tuple[int, ...] | None = -1
     ) -> tuple[Any, Any]:
-        """Return the final (lower, upper) clipping bounds along ``axis``."""
+        """Return the final (lower, upper) clipping bounds along ``axis``.
+
+        Parameters
+        ----------
+        data : array_like
+            The values.
+        axis : int or tuple of int or None, optional
+            As in ``__call__``.
+
+        Returns
+        -------
+        lower, upper : numpy.ndarray or float
+            The bounds of the last iteration, one per remaining index (NaN
+            where no value is finite).
+        """
         rows, out_shape = _as_rows(data, axis)
         lower, upper = self._row_bounds(rows)
         return _finish(lower, out_shape), _finish(upper, out_shape)
@@ -212,6 +240,21 @@ def as_sigma_clip(sigma_clip: Any) -> Callable[..., np.ndarray] | None:
     `SigmaClip`; any other callable is returned unchanged and must accept
     ``(data, axis=-1)`` and return a same-shape float array with NaN for
     clipped values.
+
+    Parameters
+    ----------
+    sigma_clip : SigmaClip, astropy.stats.SigmaClip, callable or None
+        What the caller passed.
+
+    Returns
+    -------
+    callable or None
+        The clipping to apply per box; None: no clipping.
+
+    Raises
+    ------
+    ValueError
+        An astropy ``SigmaClip`` tilesky cannot reproduce, or not a callable.
 
     Examples
     --------
