@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tilesky.simulate import _model_from_attrs, simulate_scene, write_simulation
+from tilesky.simulate import simulate_scene, write_simulation
+from tilesky.simulate._model import _model_from_attrs
 
 IMAGE_VARS = ["scene", "truth", "sky"]
 

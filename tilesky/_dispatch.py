@@ -60,6 +60,7 @@ def resolve_config(
     Returns
     -------
     Config
+        The validated configuration.
     """
     if isinstance(config, Config):
         return config.with_overrides(overrides) if overrides else config
@@ -344,6 +345,7 @@ def run_to_store(
     Returns
     -------
     RunResult
+        The opened store, its status and the arrays of the run.
 
     Notes
     -----

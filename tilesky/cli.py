@@ -459,7 +459,18 @@ def _resume_gc() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tilesky`` command; returns the exit code."""
+    """Entry point of the ``tilesky`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code (0 on success).
+    """
     global _gc_paused
     if argv is None and gc.isenabled():
         gc.disable()

@@ -59,7 +59,17 @@ log = logging.getLogger("tilesky")
 
 @dataclass
 class ExecutionContext:
-    """What :func:`execution` set up."""
+    """What :func:`execution` set up.
+
+    Parameters
+    ----------
+    kind : {"threads", "local", "remote"}
+        Dask's threaded scheduler, a local cluster, or an existing scheduler.
+    client : distributed.Client, optional
+        The cluster's client (None for threads).
+    dashboard_link : str, optional
+        The dashboard's URL, when there is one.
+    """
 
     kind: str
     client: object | None = None
@@ -164,67 +174,99 @@ def execution(
     if scheduler == "threads":
         with dask.config.set(scheduler="threads"):
             yield ExecutionContext("threads")
-        return
+    elif scheduler is None:
+        with _local_cluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            host=host,
+            dashboard=dashboard,
+            say=say,
+        ) as context:
+            yield context
+    else:
+        with _remote_cluster(scheduler, say) as context:
+            yield context
 
+
+@contextlib.contextmanager
+def _local_cluster(
+    *,
+    n_workers: int | None,
+    threads_per_worker: int | None,
+    memory_limit: str | None,
+    host: str,
+    dashboard: bool,
+    say: Callable[[str], None],
+) -> Iterator[ExecutionContext]:
+    """Start a LocalCluster bound to ``host``, announce it, close it after."""
     from distributed import Client, LocalCluster
 
-    if scheduler is None:
-        processes = n_workers is not None
-        workers = n_workers if processes else 1
-        threads = threads_per_worker or (1 if processes else _cpu_count())
-        # Worker processes talk tcp on ``host``. The in-process worker talks
-        # to the scheduler and this client through memory (inproc): results
-        # and intermediates are handed over without serialization, and
-        # tilesky keeps small intermediates in its memory (see
-        # keeps_intermediates). The dashboard is served on ``host``
-        # either way.
-        where: dict[str, Any] = (
-            {"protocol": "tcp", "host": host}
-            if processes
-            else {"worker_class": _in_process_worker(host)}
-        )
-        try:
-            with dask.config.set(_WORKER_ENVIRON):
-                cluster = LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=threads,
-                    processes=processes,
-                    dashboard_address=f"{host}:0" if dashboard else None,
-                    # Without a dashboard the scheduler still serves health
-                    # and metrics over HTTP, by default on every interface.
-                    scheduler_kwargs={"dashboard_address": f"{host}:0"},
-                    **where,
-                    memory_limit=memory_limit,
-                    silence_logs=logging.ERROR,
-                )
-        except Exception as exc:
-            msg = f"cannot start a local Dask cluster: {exc}"
-            raise ClusterError(msg) from None
-        client = Client(cluster)
-        _LOCAL_CLIENTS.add(client)
-        link = None
-        if dashboard:
-            # distributed builds the link from the scheduler's address, which
-            # an in-process scheduler does not have: say where it listens.
-            port = cluster.scheduler_info["services"]["dashboard"]
-            shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
-            link = f"http://{shown}:{port}/status"
-        what = (
-            f"{workers} worker process(es)"
-            if processes
-            else f"one in-process worker, {threads} thread(s)"
-        )
-        say(
-            f"tilesky: local cluster with {what}"
-            + (f"; dashboard: {link}" if link else "")
-        )
-        try:
-            with _quiet_task_failures(client), _explained_worker_deaths():
-                yield ExecutionContext("local", client, link)
-        finally:
-            client.close()
-            cluster.close()
-        return
+    processes = n_workers is not None
+    workers = n_workers if processes else 1
+    threads = threads_per_worker or (1 if processes else _cpu_count())
+    # Worker processes talk tcp on ``host``. The in-process worker talks
+    # to the scheduler and this client through memory (inproc): results
+    # and intermediates are handed over without serialization, and
+    # tilesky keeps small intermediates in its memory (see
+    # keeps_intermediates). The dashboard is served on ``host``
+    # either way.
+    where: dict[str, Any] = (
+        {"protocol": "tcp", "host": host}
+        if processes
+        else {"worker_class": _in_process_worker(host)}
+    )
+    try:
+        with dask.config.set(_WORKER_ENVIRON):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads,
+                processes=processes,
+                dashboard_address=f"{host}:0" if dashboard else None,
+                # Without a dashboard the scheduler still serves health
+                # and metrics over HTTP, by default on every interface.
+                scheduler_kwargs={"dashboard_address": f"{host}:0"},
+                **where,
+                memory_limit=memory_limit,
+                silence_logs=logging.ERROR,
+            )
+    except Exception as exc:
+        msg = f"cannot start a local Dask cluster: {exc}"
+        raise ClusterError(msg) from None
+    client = Client(cluster)
+    _LOCAL_CLIENTS.add(client)
+    link = _local_dashboard_link(cluster, host) if dashboard else None
+    what = (
+        f"{workers} worker process(es)"
+        if processes
+        else f"one in-process worker, {threads} thread(s)"
+    )
+    say(
+        f"tilesky: local cluster with {what}" + (f"; dashboard: {link}" if link else "")
+    )
+    try:
+        with _quiet_task_failures(client), _explained_worker_deaths():
+            yield ExecutionContext("local", client, link)
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _local_dashboard_link(cluster: Any, host: str) -> str:
+    """Where the local cluster's dashboard listens, as a URL."""
+    # distributed builds the link from the scheduler's address, which
+    # an in-process scheduler does not have: say where it listens.
+    port = cluster.scheduler_info["services"]["dashboard"]
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    return f"http://{shown}:{port}/status"
+
+
+@contextlib.contextmanager
+def _remote_cluster(
+    scheduler: str, say: Callable[[str], None]
+) -> Iterator[ExecutionContext]:
+    """Connect to a running scheduler (address or file), announce it, close after."""
+    from distributed import Client
 
     address = _scheduler_address(scheduler)
     timeout = dask.config.get("distributed.comm.timeouts.connect")
@@ -427,8 +469,11 @@ def _explained_worker_deaths() -> Iterator[None]:
 def current_client() -> Any | None:
     """The distributed client that ``dask.compute`` would use, if any.
 
-    None under dask's local schedulers (``scheduler="threads"``/``"sync"``)
-    or when no client exists.
+    Returns
+    -------
+    distributed.Client or None
+        None under dask's local schedulers (``scheduler="threads"``/``"sync"``)
+        or when no client exists.
     """
     if dask.config.get("scheduler", None) not in (None, "dask.distributed"):
         return None
@@ -443,7 +488,14 @@ def current_client() -> Any | None:
 
 
 def thread_count() -> int:
-    """Threads that will run tasks: the cluster's, else this machine's cores."""
+    """Threads that will run tasks: the cluster's, else this machine's cores.
+
+    Returns
+    -------
+    int
+        The cluster's worker threads, or ``num_workers`` from dask's
+        configuration, or this machine's usable cores.
+    """
     client = current_client()
     if client is not None:
         threads = sum(client.nthreads().values())
@@ -465,6 +517,16 @@ def keeps_intermediates(client: Any) -> bool:
     cluster is shared and long-lived, its nodes may be preempted, and a
     lost worker then costs only its tiles in flight, the stored blocks
     being durable.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client the run computes with.
+
+    Returns
+    -------
+    bool
+        True for a local or all-in-process cluster.
     """
     if client in _LOCAL_CLIENTS:
         return True
@@ -498,6 +560,16 @@ def holdable_bytes(client: Any | None = None) -> int:
     A quarter of the workers' memory limits (with ``client``), or of this
     machine's available memory; the rest is left to the tiles being
     computed and to the data of other users of the cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        The cluster whose workers' memory limits count; None: this machine.
+
+    Returns
+    -------
+    int
+        The budget in bytes.
     """
     if client is not None:
         workers = client.scheduler_info().get("workers", {}).values()

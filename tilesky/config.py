@@ -101,7 +101,15 @@ def _floats(name: str, value: Any) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class RingConfig:
-    """Ring-median filter: ``Ring2DKernel(radius_in, width)`` footprint."""
+    """Ring-median filter: ``Ring2DKernel(radius_in, width)`` footprint.
+
+    Parameters
+    ----------
+    radius_in : int
+        Inner radius of the ring in pixels (>= 0; 0 is a filled disk).
+    width : int
+        Width of the ring in pixels (>= 1).
+    """
 
     radius_in: int = 15
     width: int = 5
@@ -122,6 +130,19 @@ class FirstMaskConfig:
     ``noise_sigma_clip=None`` takes the plain standard deviation of the
     smoothed difference as the global noise, as the notebook does; a number
     clips iteratively about the mean at that many sigma first.
+
+    Parameters
+    ----------
+    smooth_sigma : float
+        Gaussian sigma, in pixels, of the smoothing of ``scene - ring``.
+    n_sigma : float
+        Threshold in units of the noise (>= 0).
+    dilate_radius : int
+        Radius of the circular top-hat dilation, in pixels (>= 0).
+    noise_sigma_clip : float or None
+        Clipping threshold of the global noise estimate; None: no clipping.
+    noise_sigma_clip_maxiters : int
+        Most clipping iterations of that estimate.
     """
 
     smooth_sigma: float = 3.0
@@ -159,6 +180,36 @@ class MeshConfig:
     ``SigmaClip(sigma=3, maxiters=10)`` by default. ``max_distance`` bounds
     the inverse-distance neighbour search, in boxes: it is what makes the
     interpolation local and hence exactly tileable (see ``kernels._idw``).
+
+    Parameters
+    ----------
+    box_size : int or (int, int)
+        Mesh box size ``(ny, nx)`` in pixels.
+    filter_size : int or (int, int)
+        Odd size, in boxes, of the median filter of the mesh.
+    filter_threshold : float or None
+        Filter only boxes above this background (photutils' rule); None: all.
+    exclude_percentile : float
+        Boxes with more than this percentage of masked pixels are excluded.
+    sigma_clip : float or None
+        Per-box clipping threshold in sigma; None: no clipping.
+    sigma_clip_maxiters : int
+        Most clipping iterations per box.
+    bkg_estimator : str
+        Name of the background estimator (`tilesky.estimators.BKG_ESTIMATORS`).
+    bkg_rms_estimator : str
+        Name of the RMS estimator (`tilesky.estimators.RMS_ESTIMATORS`).
+    interpolator : {"idw", "spline"}
+        Interpolation of the mesh to pixels.
+    n_neighbors : int
+        Neighbouring boxes of the inverse-distance interpolation.
+    power, regularization : float
+        The inverse-distance weights are ``1 / (d**power + regularization)``,
+        ``d`` in boxes.
+    max_distance : float
+        Reach of the neighbour search, in boxes.
+    fill_n_neighbors : int
+        Neighbours used to fill excluded boxes.
     """
 
     box_size: tuple[int, int] = (6, 6)
@@ -231,6 +282,36 @@ class SourceMaskConfig:
     8-connected groups of at least
     ``n_pixels``, dilate with a circular top-hat of ``tophat_radius[i]``;
     the scales are ORed.
+
+    Parameters
+    ----------
+    fwhm : tuple of float
+        FWHM, in pixels, of the smoothing at each scale.
+    tophat_radius : tuple of int
+        Dilation radius, in pixels, at each scale (as many as ``fwhm``).
+    n_sigma : float
+        Threshold in units of the noise (>= 0).
+    n_pixels : int
+        Smallest 8-connected group kept (>= 1).
+    noise_sigma_clip : float or None
+        Clipping threshold of the residual's noise; None: no clipping.
+    noise_sigma_clip_maxiters : int
+        Most clipping iterations of that estimate.
+    coarse_fwhm : tuple of float
+        FWHMs (px) of coarse detection scales, run on the residual without
+        the fine scales' detections and thresholded at ``coarse_n_sigma``
+        times the smoothed map's noise (empty: none; see
+        ``stages._source_mask.scales``).
+    coarse_n_sigma : float
+        Threshold of the coarse scales, in the smoothed map's noise.
+    grow_factor : float
+        Each detected region grows by this factor times its thickness
+        (distance from its edge; 0: no growth), so big sources get wide
+        margins and point sources none (``kernels._grow``).
+    grow_min_thickness : int
+        Regions thinner than this (px) do not grow.
+    grow_max_thickness : int
+        Thickness is capped here (px), which bounds the growth and the halo.
     """
 
     fwhm: tuple[float, ...] = (1.0, 3.0, 5.0)
@@ -305,6 +386,27 @@ class SmoothFitConfig:
     the wider ``bridge_scale`` (order ``bridge_order``, solved every
     ``bridge_step`` px), itself fading to its window's weighted mean where
     it is short of pixels. ``bridge_scale = 0`` turns the bridge off.
+
+    Parameters
+    ----------
+    scale : float
+        Gaussian sigma of the weighting window, in pixels.
+    order : {0, 1, 2}
+        Order of the local polynomial.
+    truncate : float
+        Window radius in sigmas (the halo).
+    step : int
+        Spacing, in pixels, of the grid the fit is solved on.
+    bridge_scale : float
+        Gaussian sigma of the bridge's window, in pixels (0: no bridge).
+    bridge_order : {0, 1, 2}
+        Order of the bridge's local polynomial.
+    bridge_step : int
+        Spacing, in pixels, of the grid the bridge is solved on (chunks are
+        multiples of it).
+    coverage_low, coverage_high : float
+        Window coverage (fraction of its weight on usable pixels) at which
+        the fit is all bridge, and from which it is all fit.
     """
 
     scale: float = 25.0
@@ -402,13 +504,13 @@ class Config:
         weight map if given, else a coarse noise map where the data show
         the depth varies, else one global level), one global level, or the
         local mesh RMS maps.
+    smooth_truncate : float
+        Gaussian smoothing kernels' radius, in sigmas.
     depth_mesh : MeshConfig
         The coarse mesh the ``auto`` noise model measures depth on.
     depth_ratio : float
         ``auto``: depth counts as varying when the filtered ``depth_mesh``
         RMS varies by at least this factor (max / min).
-    smooth_truncate : float
-        Gaussian smoothing kernels' radius, in sigmas.
 
     Examples
     --------
@@ -448,7 +550,13 @@ class Config:
 
     # -- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON/TOML-friendly nested dict (tuples become lists)."""
+        """A JSON/TOML-friendly nested dict (tuples become lists).
+
+        Returns
+        -------
+        dict
+            One entry per field; sections are dicts of their fields.
+        """
 
         def plain(value: Any) -> Any:
             if isinstance(value, tuple):
@@ -470,7 +578,26 @@ class Config:
     def from_dict(
         cls, data: Mapping[str, Any], *, base: Config | None = None
     ) -> Config:
-        """Build a config from a nested mapping, starting from ``base``."""
+        """Build a config from a nested mapping, starting from ``base``.
+
+        Parameters
+        ----------
+        data : mapping
+            Top-level keys and sections (mappings of a section's keys), as
+            :meth:`to_dict` writes them; keys left out keep ``base``'s values.
+        base : Config, optional
+            The configuration to change; the defaults when None.
+
+        Returns
+        -------
+        Config
+            ``base`` with ``data`` applied.
+
+        Raises
+        ------
+        ConfigError
+            An unknown key or section, or a value out of range.
+        """
         base = base if base is not None else cls()
         changes: dict[str, Any] = {}
         known = {f.name: f for f in fields(cls)}
@@ -511,6 +638,16 @@ class Config:
 
         A bare word that is not valid TOML is taken as a string, so
         ``noise_mode=local`` works as well as ``noise_mode="local"``.
+
+        Parameters
+        ----------
+        pairs : iterable of str
+            ``key=value`` or ``section.key=value`` strings.
+
+        Returns
+        -------
+        Config
+            A new configuration with the overrides applied.
         """
         nested: dict[str, Any] = {}
         for pair in pairs:
@@ -591,6 +728,7 @@ def load_config(
     Returns
     -------
     Config
+        The validated configuration.
     """
     name = preset or "default"
     if name not in PRESETS:

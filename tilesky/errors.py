@@ -58,11 +58,23 @@ class TileskyError(Exception):
 
 
 class ConfigError(TileskyError, ValueError):
-    """A parameter is unknown, malformed or out of range."""
+    """A parameter is unknown, malformed or out of range.
+
+    Parameters
+    ----------
+    message, params
+        As in :class:`TileskyError`.
+    """
 
 
 class InputError(TileskyError, ValueError):
     """An input tilesky cannot use; the message is one readable line.
+
+    Parameters
+    ----------
+    message, params
+        As in :class:`TileskyError`; the message's whitespace (newlines
+        included) is collapsed to single spaces.
 
     Examples
     --------
@@ -75,19 +87,43 @@ class InputError(TileskyError, ValueError):
 
 
 class StoreError(TileskyError, ValueError):
-    """The output store cannot be used (unreachable, unfinished, corrupt)."""
+    """The output store cannot be used (unreachable, unfinished, corrupt).
+
+    Parameters
+    ----------
+    message, params
+        As in :class:`TileskyError`.
+    """
 
 
 class OutputExistsError(StoreError):
-    """The output exists and neither overwrite nor resume was asked for."""
+    """The output exists and neither overwrite nor resume was asked for.
+
+    Parameters
+    ----------
+    message, params
+        As in :class:`TileskyError`.
+    """
 
 
 class PipelineError(TileskyError, ValueError):
-    """The data cannot give a background with this configuration."""
+    """The data cannot give a background with this configuration.
+
+    Parameters
+    ----------
+    message, params
+        As in :class:`TileskyError`.
+    """
 
 
 class ClusterError(TileskyError, RuntimeError):
-    """The scheduler cannot be reached or started."""
+    """The scheduler cannot be reached or started.
+
+    Parameters
+    ----------
+    message, params
+        As in :class:`TileskyError`.
+    """
 
 
 #: Exceptions whose message is meant for the user (no traceback).

@@ -32,7 +32,18 @@ EXPORTS = {
 
 
 def celestial_header(header_text: str | None) -> fits.Header:
-    """The celestial WCS keywords of a stored FITS header (empty if none)."""
+    """The celestial WCS keywords of a stored FITS header (empty if none).
+
+    Parameters
+    ----------
+    header_text : str or None
+        A header as ``Header.tostring()`` writes it, as a run store keeps it.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        Its celestial WCS, or an empty header when it has none.
+    """
     if not header_text:
         return fits.Header()
     import warnings

@@ -42,7 +42,20 @@ __all__ = ["PipelineError", "PipelineResult", "Step", "plan", "run_pipeline"]
 
 @dataclass
 class PipelineResult:
-    """Arrays (numpy or dask) and scalars produced by one pipeline run."""
+    """Arrays (numpy or dask) and scalars produced by one pipeline run.
+
+    Parameters
+    ----------
+    arrays : dict
+        ``background``, ``background_rms``, ``mask`` and ``subtracted``.
+    mesh_arrays, first_mesh_arrays : dict
+        The final and the first mesh background's low-resolution maps.
+    noise : dict
+        The noise levels the thresholds used, by name.
+    timings : dict of str to float
+        Seconds spent building (and computing, where a step computes) each
+        timed step.
+    """
 
     arrays: dict[str, Any] = field(default_factory=dict)
     mesh_arrays: dict[str, Any] = field(default_factory=dict)
@@ -300,6 +313,7 @@ def run_pipeline(
     scene : 2-D numpy or dask array
         Non-finite pixels are no coverage; computed in float32.
     config : Config
+        The configuration; :func:`plan` turns it into steps.
     backend : Backend
         :class:`~tilesky.backends.WholeImage` (numpy, the reference) or
         :class:`~tilesky.backends.Tiled` (dask).
@@ -313,6 +327,7 @@ def run_pipeline(
     Returns
     -------
     PipelineResult
+        The final arrays, mesh maps, noise levels and timings.
     """
     result = PipelineResult()
     values: dict[str, Any] = {

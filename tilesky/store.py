@@ -211,8 +211,20 @@ class RunStore:
     ) -> bool:
         """Create the group, or reopen an unfinished one with ``resume``.
 
-        Returns True when the run must be computed, False when ``resume``
-        found a finished run with nothing left to do.
+        Parameters
+        ----------
+        overwrite : bool, optional
+            Replace an existing tilesky run (or empty directory).
+        resume : bool, optional
+            Continue an unfinished run at ``url``.
+        attrs : mapping, optional
+            Attributes of the new group.
+
+        Returns
+        -------
+        bool
+            True when the run must be computed, False when ``resume`` found a
+            finished run with nothing left to do.
         """
         status = run_status(self.url, storage_options=self.storage_options)
         shown = _display(self.url)
@@ -286,7 +298,15 @@ class RunStore:
             log.warning("could not remove unfinished output %s: %s", self.url, exc)
 
     def write_json(self, name: str, value: Any) -> None:
-        """Write a JSON file beside the arrays (e.g. ``metrics.json``)."""
+        """Write a JSON file beside the arrays (e.g. ``metrics.json``).
+
+        Parameters
+        ----------
+        name : str
+            File name inside the store.
+        value : object
+            JSON-serialisable value (numpy scalars and arrays included).
+        """
         import fsspec
 
         text = json.dumps(_jsonable(value), indent=1, sort_keys=True)
@@ -298,7 +318,15 @@ class RunStore:
     def finish(
         self, attrs: Mapping[str, Any] | None = None, *, keep_work: bool = False
     ):
-        """Write the last attributes, drop checkpoints, mark the run complete."""
+        """Write the last attributes, drop checkpoints, mark the run complete.
+
+        Parameters
+        ----------
+        attrs : mapping, optional
+            Attributes added to the group.
+        keep_work : bool, optional
+            Keep the checkpoints under ``_work/``.
+        """
         self.drain()
         if attrs:
             self.group.attrs.update(_jsonable(dict(attrs)))
@@ -333,7 +361,24 @@ class RunStore:
         dims: tuple[str, ...] | None = None,
         attrs: Mapping[str, Any] | None = None,
     ) -> da.Array:
-        """Write ``array`` block by block, skipping blocks already stored."""
+        """Write ``array`` block by block, skipping blocks already stored.
+
+        Parameters
+        ----------
+        path : str
+            The array's path in the group.
+        array : dask.array.Array
+            The values.
+        dims : tuple of str, optional
+            Dimension names (for xarray).
+        attrs : mapping, optional
+            Attributes of the array.
+
+        Returns
+        -------
+        dask.array.Array
+            The stored array, read back lazily.
+        """
         return self.write_arrays([(path, array, dims, attrs)])[0]
 
     def _target(self, path, array, dims, attrs):
@@ -389,6 +434,20 @@ class RunStore:
         every checkpoint block was written before the outputs were).
         With ``write_kept=False``, arrays kept in memory are not written at
         all (a copy of the input, which a resumed run reads again).
+
+        Parameters
+        ----------
+        items : iterable of tuple
+            ``(path, array, dims, attrs)`` as in :meth:`write_array`.
+        keep : bool, optional
+            Keep the arrays in the workers' memory where allowed (above).
+        write_kept : bool, optional
+            Write the blocks of arrays kept in memory.
+
+        Returns
+        -------
+        list of dask.array.Array
+            The stored arrays, in the order of ``items``.
         """
         arrays = [item[1] for item in items]
         client = self._keeping_client(arrays) if keep and self._fresh else None
@@ -492,7 +551,20 @@ class RunStore:
         return arr
 
     def stored(self, path: str, chunks) -> da.Array:
-        """The array written at ``path``, read lazily from the store."""
+        """The array written at ``path``, read lazily from the store.
+
+        Parameters
+        ----------
+        path : str
+            The array's path in the group.
+        chunks : tuple
+            The dask chunks to read it in.
+
+        Returns
+        -------
+        dask.array.Array
+            The stored values.
+        """
         return self._stored(self.group[path], chunks)
 
     def drain(self, *, raise_errors: bool = True) -> None:
@@ -501,9 +573,12 @@ class RunStore:
         Checkpoint blocks not yet written are skipped: the run no longer
         needs them.
 
-        Raises the first write error unless ``raise_errors`` is False (a run
-        that already failed only needs its writes finished before it decides
-        what to leave behind).
+        Parameters
+        ----------
+        raise_errors : bool, optional
+            Raise the first write error; False for a run that already failed
+            and only needs its writes finished before it decides what to
+            leave behind.
         """
         pending, self._pending = self._pending, []
         if not pending:
@@ -546,8 +621,18 @@ class RunStore:
     ) -> dict[str, da.Array]:
         """Materialize several intermediates in one computation.
 
-        ``resumable=False`` for an intermediate a resumed run can rebuild
-        cheaply: when kept in memory it is then not written.
+        Parameters
+        ----------
+        arrays : mapping of str to dask.array.Array
+            The intermediates by checkpoint name.
+        resumable : bool, optional
+            False for intermediates a resumed run can rebuild cheaply: when
+            kept in memory they are then not written.
+
+        Returns
+        -------
+        dict of str to dask.array.Array
+            The same names, materialized.
         """
         names = list(arrays)
         stored = self.write_arrays(
@@ -562,8 +647,20 @@ class RunStore:
     ) -> da.Array:
         """Materialize an intermediate under ``_work/``.
 
-        Read back lazily from the store, or kept in memory while its blocks
-        are written (see :meth:`write_arrays`).
+        Parameters
+        ----------
+        name : str
+            The checkpoint's name.
+        array : dask.array.Array
+            The intermediate.
+        resumable : bool, optional
+            As in :meth:`checkpoint_many`.
+
+        Returns
+        -------
+        dask.array.Array
+            Read back lazily from the store, or kept in memory while its
+            blocks are written (see :meth:`write_arrays`).
         """
         return self.checkpoint_many({name: array}, resumable=resumable)[name]
 

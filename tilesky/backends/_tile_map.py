@@ -36,7 +36,15 @@ __all__ = ["Region", "TileInput", "ZarrSource", "crop_to", "tile_map"]
 
 @dataclass(frozen=True)
 class Region:
-    """A rectangle ``[y0, y1) x [x0, x1)`` in an array's global index space."""
+    """A rectangle ``[y0, y1) x [x0, x1)`` in an array's global index space.
+
+    Parameters
+    ----------
+    y0, y1 : int
+        First row and one past the last.
+    x0, x1 : int
+        First column and one past the last.
+    """
 
     y0: int
     y1: int
@@ -45,10 +53,12 @@ class Region:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the rectangle."""
         return (self.y1 - self.y0, self.x1 - self.x0)
 
     @property
     def origin(self) -> tuple[int, int]:
+        """``(y0, x0)``, the rectangle's first pixel."""
         return (self.y0, self.x0)
 
 
@@ -61,6 +71,15 @@ class TileInput:
     both ``(1, 1)`` for same-resolution inputs; ``down=(by, bx)`` for a mesh
     feeding pixels; ``up=(by, bx)`` for pixels feeding a mesh. ``depth`` is
     the halo in this input's own units.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        The input.
+    depth : (int, int), optional
+        Halo in this input's units.
+    up, down : (int, int), optional
+        The resolution ratio to the output, as above.
     """
 
     array: da.Array
@@ -69,6 +88,18 @@ class TileInput:
     down: tuple[int, int] = (1, 1)
 
     def region_for(self, out: Region) -> Region:
+        """The rectangle of this input that output rectangle ``out`` reads.
+
+        Parameters
+        ----------
+        out : Region
+            An output rectangle.
+
+        Returns
+        -------
+        Region
+            Its rectangle in this input, halo included, clipped to the array.
+        """
         uy, ux = self.up
         dy_, dx_ = self.down
         dy, dx = self.depth
@@ -136,6 +167,15 @@ class ZarrSource:
     blocks are not shipped between worker processes for a halo strip.
     The run store says which of its arrays these are (``RunStore.sources``);
     the options travel with the tasks and are never logged.
+
+    Parameters
+    ----------
+    url : str
+        The store's URL or path.
+    path : str
+        The array's path inside the store.
+    options : tuple, optional
+        Storage options as ``(key, value)`` pairs.
     """
 
     url: str
@@ -156,7 +196,18 @@ class ZarrSource:
         return {k: v for k, v in self.__dict__.items() if k != "_array"}
 
     def read(self, region: Region) -> np.ndarray:
-        """The values of ``region`` (global indices of the stored array)."""
+        """The values of ``region`` (global indices of the stored array).
+
+        Parameters
+        ----------
+        region : Region
+            The rectangle to read.
+
+        Returns
+        -------
+        numpy.ndarray
+            Its values, C-contiguous.
+        """
         window = self._array[region.y0 : region.y1, region.x0 : region.x1]
         return np.ascontiguousarray(window)
 
@@ -210,12 +261,15 @@ def tile_map(
         ``(leading, *out_region.shape)`` when ``leading`` is set). ``regions``
         say where each input array sits in its global index space.
     inputs : sequence of TileInput
+        The inputs and how each feeds a tile (halo, resolution).
     name : str
         Stage name; task keys are ``f"{name}-{token}"``.
     dtype : numpy dtype
         Output dtype (given explicitly so dask never probes the kernel).
     out_chunks : tuple of tuples, optional
         Output chunks; default: the first input's chunks.
+    out_shape : (int, int), optional
+        Output shape, checked against ``out_chunks`` when given.
     leading : int, optional
         Size of an extra leading axis in the output (e.g. 3 stacked maps).
     kwargs : dict, optional
@@ -234,6 +288,7 @@ def tile_map(
     Returns
     -------
     dask.array.Array
+        The output, one task per output chunk.
     """
     kwargs = dict(kwargs or {})
     sources = sources or {}

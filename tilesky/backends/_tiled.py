@@ -23,6 +23,7 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from tilesky.backends._clipping import advance, state_of_blocks
+from tilesky.backends._protocol import Backend
 from tilesky.backends._tile_map import TileInput, ZarrSource, crop_to, tile_map
 
 __all__ = ["Tiled"]
@@ -160,7 +161,7 @@ def _in_cluster_memory(array: da.Array) -> bool:
     return any(isinstance(v, Future) for v in array.__dask_graph__().values())
 
 
-class Tiled:
+class Tiled(Backend):
     """Run every step per tile on dask arrays.
 
     Parameters
@@ -257,13 +258,11 @@ class Tiled:
         )
 
     def clipped_moments(self, array, *, clip, maxiters, mask=None):
-        """Every clipping pass in one computation: one synchronization.
-
-        Each pass is a task per block (per worker thread for an array held
-        in a cluster's memory: see ``_held_groups``) and one task that sums
-        their states and gives the next pass its bounds, inside the graph.
-        Passes after convergence do nothing.
-        """
+        # Every clipping pass in one computation: one synchronization. Each
+        # pass is a task per block (per worker thread for an array held in a
+        # cluster's memory: see _held_groups) and one task that sums their
+        # states and gives the next pass its bounds, inside the graph.
+        # Passes after convergence do nothing.
         blocks = array.to_delayed().ravel()
         masks = mask.to_delayed().ravel() if mask is not None else [None] * len(blocks)
         groups = _held_groups(array) or [[k] for k in range(len(blocks))]
@@ -301,11 +300,6 @@ class Tiled:
         return bool(_reduce(da.any(array), array))
 
     def checkpoint(self, name: str, array: da.Array, *, resumable: bool = True):
-        """Materialize ``array`` (see the ``checkpoint`` parameter).
-
-        ``resumable=False``: a resumed run can rebuild it cheaply, so the
-        store need not write it when it keeps it in memory.
-        """
         if self._store is not None:
             return self._store.checkpoint(name, array, resumable=resumable)
         return array.persist()
@@ -317,11 +311,8 @@ class Tiled:
         return dict(zip(names, dask.persist(*arrays.values()), strict=True))
 
     def hold(self, array: da.Array) -> da.Array:
-        """Keep ``array`` in the cluster's memory for repeated passes.
-
-        Only when it takes at most a quarter of the workers' memory; a
-        mosaic larger than that is re-read from the store on each pass.
-        """
+        # Only when it takes at most a quarter of the workers' memory: a
+        # mosaic larger than that is re-read from the store on each pass.
         from tilesky.cluster import current_client, holdable_bytes
 
         client = current_client()

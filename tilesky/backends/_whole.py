@@ -11,12 +11,13 @@ import math
 import numpy as np
 
 from tilesky.backends._clipping import clip_next, clip_range, clip_start
+from tilesky.backends._protocol import Backend
 from tilesky.kernels._noise import moment_state
 
 __all__ = ["WholeImage"]
 
 
-class WholeImage:
+class WholeImage(Backend):
     """Run every step on the whole in-memory array (the reference)."""
 
     def local(self, func, arrays, *, depth, dtype, name):

@@ -42,7 +42,7 @@ _HEADER_ATTRS = ("fits_header", "header", "wcs_header")
 class ImageInput:
     """An opened input image.
 
-    Attributes
+    Parameters
     ----------
     data : dask.array.Array
         The image, 2-D ``(ny, nx)``, native-endian float32 (float64 when the

@@ -65,6 +65,7 @@ def open_image(
     Returns
     -------
     ImageInput
+        The lazy image and its identity, header and coordinates.
 
     Raises
     ------

@@ -91,6 +91,22 @@ def run_tiles(
     halo on two sides only), as long as bands stay at least a quarter of
     :data:`RUN_TILE` high; otherwise the input's chunks are the tiles.
 
+    Parameters
+    ----------
+    shape : (int, int)
+        The image's shape.
+    chunks : (int, int)
+        The input's chunks, multiples of ``box_size``.
+    box_size : int or (int, int)
+        The mesh box every tile edge is a multiple of.
+    threads : int, optional
+        Threads that will run tiles.
+
+    Returns
+    -------
+    (int, int)
+        The tile shape.
+
     Examples
     --------
     >>> run_tiles((6000, 6000), (1020, 1020), 30, threads=2)

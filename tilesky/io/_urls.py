@@ -41,6 +41,16 @@ _FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 def is_url(path: Any) -> bool:
     """Return True if ``path`` is a URL (``scheme://...``, fsspec chains too).
 
+    Parameters
+    ----------
+    path : object
+        A path, URL or anything else (which is not a URL).
+
+    Returns
+    -------
+    bool
+        Whether ``path`` is a string (or bytes) with a URL scheme.
+
     Examples
     --------
     >>> is_url("s3://bucket/mosaic.zarr"), is_url("/data/image.fits")
@@ -57,6 +67,17 @@ def is_url(path: Any) -> bool:
 
 def strip_credentials(url: str) -> str:
     """Remove user, password and secret query parameters from a URL.
+
+    Parameters
+    ----------
+    url : str
+        A URL or path (returned unchanged); fsspec chains (``a::b``) are
+        cleaned part by part.
+
+    Returns
+    -------
+    str
+        The URL without credentials.
 
     Examples
     --------
@@ -87,6 +108,16 @@ def parse_storage_options(pairs: list[str] | tuple[str, ...] | None) -> dict:
     Values that look like a bool (``true``/``false``, any case), an int or a
     float become one; dotted keys make nested dicts
     (``client_kwargs.region_name=eu-west-1``).
+
+    Parameters
+    ----------
+    pairs : list of str, optional
+        ``key=value`` strings (``--storage-option`` values).
+
+    Returns
+    -------
+    dict
+        The options, nested by dotted keys.
 
     Examples
     --------

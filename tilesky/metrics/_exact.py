@@ -119,6 +119,13 @@ class ExactSums:
     Column ``m`` holds ``sum_k limbs[k, m] * 2**(26 * (q0 + k) - 1126)``.
     Digits are int64 and may exceed the base before :func:`exact_float`
     normalises them; adding two states is adding their aligned digits.
+
+    Parameters
+    ----------
+    q0 : int
+        Position of the lowest digit.
+    limbs : numpy.ndarray
+        int64 digits, shape ``(digits, columns)``.
     """
 
     q0: int
@@ -126,6 +133,7 @@ class ExactSums:
 
     @property
     def size(self) -> int:
+        """Number of columns (sums)."""
         return int(self.limbs.shape[1])
 
 

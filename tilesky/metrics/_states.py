@@ -49,7 +49,16 @@ def _check_same(a, b, names: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, eq=False)
 class TruthState:
-    """``background - truth`` over covered pixels, whole image and interior."""
+    """``background - truth`` over covered pixels, whole image and interior.
+
+    Parameters
+    ----------
+    all, interior : MomentState
+        Exact moments over every covered pixel, and over those away from
+        the edges.
+    max_all, min_all, max_interior, min_interior : float
+        Extremes over the same pixels.
+    """
 
     all: MomentState = field(default_factory=MomentState)
     interior: MomentState = field(default_factory=MomentState)
@@ -59,6 +68,18 @@ class TruthState:
     min_interior: float = math.inf
 
     def merge(self, other: TruthState) -> TruthState:
+        """The state of both blocks' pixels together (associative, commutative).
+
+        Parameters
+        ----------
+        other : TruthState
+            The state of other pixels, built for the same image.
+
+        Returns
+        -------
+        TruthState
+            The merged state.
+        """
         return TruthState(
             self.all + other.all,
             self.interior + other.interior,
@@ -75,6 +96,22 @@ class ScaleState:
 
     ``pending[k]`` holds blocks of width ``widths[k]`` seen only in part (on
     chunk borders); fields (residual, perfect), counts (pixels, bad pixels).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        The image's shape.
+    widths : tuple of int
+        Block widths, in pixels.
+    pixels : MomentState
+        Moments of the residual over every unmasked pixel (the noise of a
+        single pixel).
+    resid : tuple of MomentState
+        Moments of the finished blocks' mean residual, per width.
+    perfect : tuple of MomentState or None
+        The same for the ideal residual (sky minus truth), when known.
+    pending : tuple of KeyedTable
+        Blocks seen in part, per width.
     """
 
     shape: tuple[int, int]
@@ -85,6 +122,18 @@ class ScaleState:
     pending: tuple[KeyedTable, ...]
 
     def merge(self, other: ScaleState) -> ScaleState:
+        """The state of both blocks' pixels together (associative, commutative).
+
+        Parameters
+        ----------
+        other : ScaleState
+            The state of other pixels, built for the same image.
+
+        Returns
+        -------
+        ScaleState
+            The merged state, settled.
+        """
         _check_same(self, other, ("shape", "widths"))
         perfect = None
         if self.perfect is not None:
@@ -104,7 +153,13 @@ class ScaleState:
         ).settle()
 
     def settle(self) -> ScaleState:
-        """Fold the blocks that are now complete into the moments."""
+        """Fold the blocks that are now complete into the moments.
+
+        Returns
+        -------
+        ScaleState
+            The same pixels, with no complete block left pending.
+        """
         pending, done, group = list(self.pending), [], []
         for k, w in enumerate(self.widths):
             table = pending[k]
@@ -142,6 +197,23 @@ class BiasState:
     block with both masked and unmasked covered pixels); ``pending`` holds
     blocks seen in part: fields (masked sum, unmasked sum), counts (pixels,
     masked, unmasked).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        The image's shape.
+    box_size : int
+        Side of the blocks, in pixels.
+    masked, unmasked : MomentState
+        Moments of the background under masked and under unmasked pixels.
+    keys : numpy.ndarray
+        Global keys of the finished blocks, sorted.
+    n_masked, n_unmasked : numpy.ndarray
+        Masked and unmasked covered pixels of each finished block.
+    mean_masked, mean_unmasked : numpy.ndarray
+        Mean background under them.
+    pending : KeyedTable
+        Blocks seen in part.
     """
 
     shape: tuple[int, int]
@@ -156,6 +228,18 @@ class BiasState:
     pending: KeyedTable
 
     def merge(self, other: BiasState) -> BiasState:
+        """The state of both blocks' pixels together (associative, commutative).
+
+        Parameters
+        ----------
+        other : BiasState
+            The state of other pixels, built for the same image.
+
+        Returns
+        -------
+        BiasState
+            The merged state, settled.
+        """
         _check_same(self, other, ("shape", "box_size"))
         cat = [
             np.concatenate([getattr(self, n), getattr(other, n)])
@@ -172,7 +256,13 @@ class BiasState:
         ).settle()
 
     def settle(self) -> BiasState:
-        """Move the blocks that are now complete to the per-block arrays."""
+        """Move the blocks that are now complete to the per-block arrays.
+
+        Returns
+        -------
+        BiasState
+            The same pixels, with no complete block left pending.
+        """
         t = self.pending
         done = t.counts[0] == block_extent(t.keys, self.shape, self.box_size)
         if not done.any():
@@ -210,6 +300,21 @@ class SourceState:
     Keys are catalogue indices, then ``n_sources + i`` for random point ``i``.
     Finished boxes are kept as sorted arrays; ``pending`` holds boxes that
     straddle chunks and have not been seen whole yet.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        The image's shape.
+    keys : numpy.ndarray
+        Keys of the finished boxes, sorted.
+    resid, bkg : numpy.ndarray
+        Mean residual and mean background in each finished box.
+    centre_masked : numpy.ndarray
+        Whether the box's centre pixel is masked.
+    n_masked_box : numpy.ndarray
+        Masked pixels in the box.
+    pending : KeyedTable
+        Boxes seen in part.
     """
 
     shape: tuple[int, int]
@@ -221,6 +326,18 @@ class SourceState:
     pending: KeyedTable
 
     def merge(self, other: SourceState) -> SourceState:
+        """The state of both blocks' pixels together (associative, commutative).
+
+        Parameters
+        ----------
+        other : SourceState
+            The state of other pixels, built for the same image.
+
+        Returns
+        -------
+        SourceState
+            The merged state, settled.
+        """
         _check_same(self, other, ("shape",))
         cat = [
             np.concatenate([getattr(self, n), getattr(other, n)])
@@ -235,7 +352,20 @@ class SourceState:
 
     @classmethod
     def of_table(cls, shape: tuple[int, int], table: KeyedTable) -> SourceState:
-        """The state of one chunk: every box pending in ``table``, then settled."""
+        """The state of one chunk: every box pending in ``table``, then settled.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            The image's shape.
+        table : KeyedTable
+            The chunk's part of each box it touches.
+
+        Returns
+        -------
+        SourceState
+            The chunk's state.
+        """
         empty_i = np.zeros(0, dtype=np.int64)
         empty_f = np.zeros(0)
         return cls(
@@ -243,7 +373,13 @@ class SourceState:
         ).settle()
 
     def settle(self) -> SourceState:
-        """Move the boxes that are now complete to the per-source arrays."""
+        """Move the boxes that are now complete to the per-source arrays.
+
+        Returns
+        -------
+        SourceState
+            The same pixels, with no complete box left pending.
+        """
         t = self.pending
         c = t.counts
         done = (c[SRC_NPIX] == c[SRC_EXPECT]) & (c[SRC_EXPECT] > 0)
@@ -283,6 +419,17 @@ class MetricsState:
 
     ``merge`` is associative and commutative with bit-identical results: every
     sum inside is an integer, and arrays are kept sorted by global key.
+
+    Parameters
+    ----------
+    truth : TruthState or None
+        Residual against the truth, when there is one.
+    scale : ScaleState
+        RMS of block means against block width.
+    bias : BiasState
+        Background under masked against unmasked pixels.
+    sources : SourceState or None
+        Residual around catalogue sources and random points, with a catalogue.
     """
 
     truth: TruthState | None
@@ -291,6 +438,18 @@ class MetricsState:
     sources: SourceState | None
 
     def merge(self, other: MetricsState) -> MetricsState:
+        """The state of both blocks' pixels together (associative, commutative).
+
+        Parameters
+        ----------
+        other : MetricsState
+            The state of other pixels, built for the same image.
+
+        Returns
+        -------
+        MetricsState
+            The merged state.
+        """
         return MetricsState(
             None if self.truth is None else self.truth.merge(other.truth),
             self.scale.merge(other.scale),

@@ -36,7 +36,20 @@ class LocalStage:
     dtype: Any
 
     def __call__(self, backend, *arrays):
-        """Run the stage on ``arrays`` (one grid) with ``backend``."""
+        """Run the stage on ``arrays`` (one grid) with ``backend``.
+
+        Parameters
+        ----------
+        backend : Backend
+            Where the kernel runs (whole image or per tile).
+        *arrays : Array
+            The kernel's inputs, on one grid.
+
+        Returns
+        -------
+        Array
+            The kernel's output on that grid, of the stage's dtype.
+        """
         return backend.local(
             self.kernel, arrays, depth=self.depth, dtype=self.dtype, name=self.name
         )
