@@ -322,7 +322,7 @@ class SourceMaskConfig:
     noise_sigma_clip_maxiters: int = 5
     coarse_fwhm: tuple[float, ...] = ()
     coarse_n_sigma: float = 4.0
-    grow_factor: float = 1.0
+    grow_factor: float = 0.5
     grow_min_thickness: int = 16
     grow_max_thickness: int = 48
 

@@ -52,6 +52,10 @@ class PipelineResult:
         The final and the first mesh background's low-resolution maps.
     noise : dict
         The noise levels the thresholds used, by name.
+    depth_model : dict
+        The noise model the thresholds followed (``model``: ``uniform``,
+        ``local map``, ``weight``, ``global`` or ``local``) and the
+        evidence for it (see :mod:`tilesky.stages._depth`).
     timings : dict of str to float
         Seconds spent building (and computing, where a step computes) each
         timed step.

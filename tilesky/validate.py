@@ -139,7 +139,18 @@ class Injection:
 
     # -- pixels ---------------------------------------------------------------
     def pattern(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The pattern on rows ``y0:y1`` and columns ``x0:x1`` (float64)."""
+        """The pattern on rows ``y0:y1`` and columns ``x0:x1`` (float64).
+
+        Parameters
+        ----------
+        y0, y1, x0, x1 : int
+            The region, in global pixel coordinates of the image.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(y1 - y0, x1 - x0)``.
+        """
         yy = np.arange(y0, y1, dtype=np.float64)[:, None]
         xx = np.arange(x0, x1, dtype=np.float64)[None, :]
         out = np.zeros((y1 - y0, x1 - x0))
@@ -149,7 +160,18 @@ class Injection:
         return out * (0.5 * self.amplitude * self.sigma)
 
     def disk_light(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The disks on rows ``y0:y1`` and columns ``x0:x1`` (float64)."""
+        """The disks on rows ``y0:y1`` and columns ``x0:x1`` (float64).
+
+        Parameters
+        ----------
+        y0, y1, x0, x1 : int
+            The region, in global pixel coordinates of the image.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(y1 - y0, x1 - x0)``.
+        """
         out = np.zeros((y1 - y0, x1 - x0))
         for d in self.disks:
             reach = _DISK_EXTENT * d["re"]
@@ -175,7 +197,20 @@ class Injection:
         )
 
     def injected(self, image: da.Array, *, disks: bool = True) -> da.Array:
-        """``image`` plus the pattern (and the disks), block by block, in its dtype."""
+        """``image`` plus the pattern (and the disks), block by block, in its dtype.
+
+        Parameters
+        ----------
+        image : dask.array.Array
+            The run's input image.
+        disks : bool
+            Add the disks too (else the pattern alone).
+
+        Returns
+        -------
+        dask.array.Array
+            The injected image, chunked like ``image``.
+        """
 
         def add(block, block_info=None):
             (y0, y1), (x0, x1) = block_info[0]["array-location"]
@@ -187,7 +222,13 @@ class Injection:
         return image.map_blocks(add, dtype=image.dtype, meta=np.array((), image.dtype))
 
     def describe(self) -> dict[str, Any]:
-        """The injection's parameters, JSON-serialisable."""
+        """The injection's parameters, JSON-serialisable.
+
+        Returns
+        -------
+        dict
+            Noise sigma, pattern and disk parameters.
+        """
         return {
             "sigma": self.sigma,
             "pattern": {
