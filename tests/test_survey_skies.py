@@ -122,7 +122,7 @@ def test_order0_fade_does_not_extrapolate_a_sliver():
     holds extrapolates wildly; the coverage-blended fit fades to the
     window's weighted mean there and stays near the sky."""
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:300, :300]
+    _, xx = np.mgrid[:300, :300]
     sky = 1.0 + 0.002 * xx
     image = (sky + rng.normal(0, 0.1, sky.shape)).astype(np.float32)
     masked = xx >= 6  # only a 6-px strip is usable
