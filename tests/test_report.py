@@ -13,10 +13,10 @@ import dask  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
+from tilesky._report_html import _fmt  # noqa: E402
 from tilesky.metrics import compute_metrics  # noqa: E402
 from tilesky.report import (  # noqa: E402
     _downsample,
-    _fmt,
     _Plotting,
     _save_map,
     _scatter_ylim,
