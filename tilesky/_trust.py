@@ -36,10 +36,12 @@ RATIO = 1.5
 RATIO_WIDTH = 10
 RATIO_BLOCKS = 20
 
+#: What helps (measured on the 600^2 scene with a sigma-60 galaxy: residual
+#: RMS 0.32 -> 0.14 with smoothfit.scale=60; larger source-mask scales alone
+#: changed nothing, 0.32).
 _ADVICE = (
-    "try larger source-mask scales (--set 'source_mask.fwhm=[1, 3, 5, 15]' "
-    "--set 'source_mask.tophat_radius=[4, 2, 1, 8]'), a larger "
-    "smoothfit.scale, or mask the object with --mask"
+    "try a smoother background (--set smoothfit.scale=60) or mask the object "
+    "with --mask"
 )
 
 
