@@ -477,6 +477,9 @@ def _main(argv: list[str] | None) -> int:
     logging.getLogger("distributed").setLevel(
         logging.INFO if args.debug else logging.ERROR
     )
+    from tilesky._dashboard_logs import quiet_dashboard_logs
+
+    quiet_dashboard_logs(not args.debug)
     from tilesky.errors import USER_ERRORS
 
     try:
