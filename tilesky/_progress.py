@@ -223,14 +223,14 @@ def progress_enabled() -> bool:
 
 
 def compute(*collections: Any, label: str | None = None) -> tuple:
-    """``dask.compute(*collections)``, with a progress bar when enabled.
+    """``dask.compute(*collections)``, its label shown when progress is on.
 
     Parameters
     ----------
     *collections
         Dask collections (arrays, delayed objects).
     label : str, optional
-        What is being computed, printed on stderr before the bar.
+        What is being computed, printed as a line of the progress display.
 
     Returns
     -------
