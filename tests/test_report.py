@@ -13,12 +13,13 @@ import dask  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
+from tilesky._report_html import _fmt  # noqa: E402
 from tilesky.metrics import compute_metrics  # noqa: E402
 from tilesky.report import (  # noqa: E402
     _downsample,
-    _fmt,
     _Plotting,
     _save_map,
+    _scatter_ylim,
     _write_png,
     write_report,
 )
@@ -100,9 +101,11 @@ def test_report_writes_figures_and_html(run, tmp_path):
     assert path == tmp_path / "out" / "report.html"
     text = path.read_text()
     sizes = {
+        "input": (33, 44),
         "background": (33, 44),
         "mask": (33, 44),
         "residual": (33, 44),
+        "subtracted": (33, 44),
         "scale": (450, 1000),
         "flux": (500, 1000),
         "radius": (500, 1000),
@@ -113,6 +116,15 @@ def test_report_writes_figures_and_html(run, tmp_path):
         assert np.ptp(img[..., :3]) > 0  # not a blank image
         assert f"href='{name}.png'" in text
     assert text.count("src='data:image/png;base64,") == len(sizes)
+    for name in ("input", "background", "mask", "residual", "subtracted"):
+        panel = imread(tmp_path / "out" / f"{name}_panel.png")
+        assert panel.shape[0] > 200 and np.ptp(panel[..., :3]) > 0
+        assert f"href='{name}_panel.png'" in text
+    # Each caption links to its own map.
+    for title, name in (("Subtracted: scene", "subtracted"), ("Residual: bac", "res")):
+        caption = re.search(f"<figcaption>{title}[^<]*\\(<a[^)]*\\)", text)
+        assert caption and f"{name}" in caption.group(0), title
+    assert "image units" in text and "asinh" in text
     # The background map: colours follow the downsampled values (origin lower).
     bg = imread(tmp_path / "out" / "background.png")[::-1]
     ref = _ref_block_mean(run["bkg"].astype(np.float32).astype(float), 3)
@@ -138,6 +150,42 @@ def test_report_writes_figures_and_html(run, tmp_path):
     ):
         assert _fmt(value) in text
     assert "bias.naive.notebook_z" in text
+    # The verdict comes first; the full dump is collapsed; the run table
+    # speaks words and units.
+    assert text.index("<h2>Verdict</h2>") < text.index("<h2>Figures</h2>")
+    assert text.index("<details><summary>All metrics") < text.index(
+        "bias.naive.notebook_z"
+    )
+
+
+def test_run_table_labels_units_and_verdict(run, tmp_path):
+    ds = run["ds"].copy()
+    ds.attrs = {
+        **ds.attrs,
+        "noise": {"source_mask_round1": {"count": 10, "mean": 0.0, "std": 0.1}},
+        "timings": {"ring_median": 1.5, "round2": 0.25, "total": 3.0},
+        "wcs_header": {"BUNIT": "MJy/sr"},
+        "trust": {"trusted": False, "message": "background may not be trusted: X"},
+    }
+    text = write_report(ds, tmp_path, max_pixels=40).read_text()
+    run_table = text[text.index("<h2>Run</h2>") : text.index("<h2>Metrics</h2>")]
+    assert "source_mask_round1" not in run_table and "count" not in run_table
+    assert "noise for the thresholds, source masks, round 1" in run_table
+    assert "time, ring median</th><td>1.50 s" in run_table
+    assert "source masks and background, round 2</th><td>0.25 s" in run_table
+    assert "MJy/sr" in text and "image units" not in text
+    verdict = text[: text.index("<h2>Figures</h2>")]
+    assert "class='warn'" in verdict and "may not be trusted: X" in verdict
+
+
+def test_scatter_limits_hold_every_point():
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(size=1000), [40.0, -25.0]])
+    lo, hi, linthresh = _scatter_ylim(values)
+    assert lo < values.min() and hi > values.max()
+    assert linthresh is not None and 1.0 < linthresh < 5.0
+    lo, hi, linthresh = _scatter_ylim(rng.normal(size=1000))
+    assert linthresh is None
 
 
 @pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")

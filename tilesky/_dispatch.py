@@ -352,6 +352,8 @@ def run_to_store(
     Intermediates are checkpointed under ``out/_work`` so a killed run can
     be resumed with ``resume=True``; the store is marked complete last.
     """
+    from tilesky._trust import trust_check
+
     start = time.perf_counter()
     prepared = prepare(
         source,
@@ -395,6 +397,7 @@ def run_to_store(
             "timings": result.timings,
             "metrics": metrics,
             "blocks": blocks,
+            "trust": trust_check(metrics),
         }
     )
     return RunResult(

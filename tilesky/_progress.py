@@ -1,18 +1,23 @@
-"""Progress bars for long computations, shown only where someone watches.
+"""Progress of a whole run, shown only where someone watches.
 
-Library code computes through :func:`compute`, which is plain
-:func:`dask.compute` unless progress was switched on with
-:func:`show_progress` (the CLI does so when stderr is a terminal, or with
-``--progress``). Then each computation announces itself on one stderr line
-and shows a text bar: ``distributed.progress`` on the computation's futures
-under a distributed client, :class:`dask.diagnostics.ProgressBar` otherwise.
-Bars go to stderr so that stdout stays clean for anything piped.
+:func:`show_progress` (the CLI enters it when stderr is a terminal, or with
+``--progress``) shows one overall line on stderr for everything computed
+inside it: tasks done out of tasks submitted so far, over every graph
+(persists, computes and background writes alike), and the stage of the
+last finished task (task names are the stages'). Under a distributed
+client a scheduler plugin counts task transitions; with the threaded
+scheduler a dask callback counts tasks. On a terminal the line is redrawn
+in place twice a second; otherwise a line is printed when the stage
+changes. Library code computes through :func:`compute`, whose label becomes
+a line of its own. Everything goes to stderr so that stdout stays clean.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -30,12 +35,12 @@ _MIN_SECONDS = 1.0
 
 @contextlib.contextmanager
 def show_progress(enabled: bool = True) -> Iterator[None]:
-    """Switch progress bars on (or off) for computations in this context.
+    """Switch the overall progress line on (or off) in this context.
 
     Parameters
     ----------
     enabled : bool
-        Whether :func:`compute` shows progress inside the ``with`` block.
+        Whether computations inside the ``with`` block show progress.
 
     Examples
     --------
@@ -48,9 +53,168 @@ def show_progress(enabled: bool = True) -> Iterator[None]:
     """
     token = _ENABLED.set(bool(enabled))
     try:
-        yield
+        if enabled:
+            with _overall(sys.stderr):
+                yield
+        else:
+            yield
     finally:
         _ENABLED.reset(token)
+
+
+class _Line:
+    """The overall progress line: counts in, text out."""
+
+    def __init__(self, stream, tty: bool) -> None:
+        self.stream, self.tty = stream, tty
+        self.start = time.perf_counter()
+        self.shown_stage: str | None = None
+        self.width = 0
+
+    def text(self, done: int, total: int, stage: str) -> str:
+        frac = done / total if total else 0.0
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        seconds = time.perf_counter() - self.start
+        return (
+            f"tilesky: [{bar}] {100 * frac:3.0f}% {done}/{total} tasks"
+            f"{', ' + stage if stage else ''}, {seconds:.0f} s"
+        )
+
+    def show(self, done: int, total: int, stage: str, *, final: bool = False) -> None:
+        text = self.text(done, total, stage)
+        if self.tty:
+            pad = " " * max(0, self.width - len(text))
+            self.width = len(text)
+            end = "\n" if final else ""
+            self.stream.write(f"\r{text}{pad}{end}")
+        elif final or (stage and stage != self.shown_stage):
+            self.shown_stage = stage
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def note(self, message: str) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.width = 0
+        self.stream.write(f"tilesky: {message}\n")
+        self.stream.flush()
+
+
+_LINE: ContextVar[_Line | None] = ContextVar("tilesky_progress_line", default=None)
+#: Seconds between two redraws of the line.
+_INTERVAL = 0.5
+
+
+@contextlib.contextmanager
+def _overall(stream) -> Iterator[None]:
+    from tilesky.cluster import current_client
+
+    line = _Line(stream, bool(getattr(stream, "isatty", lambda: False)()))
+    client = current_client()
+    counts = _scheduler_counts(client) if client is not None else _thread_counts()
+    stop = threading.Event()
+
+    def redraw() -> None:
+        while not stop.wait(_INTERVAL):
+            with contextlib.suppress(Exception):
+                line.show(*counts.read())
+
+    token = _LINE.set(line)
+    with counts:
+        thread = threading.Thread(target=redraw, name="tilesky-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(Exception):
+                line.show(*counts.read(), final=True)
+            _LINE.reset(token)
+
+
+class _thread_counts(contextlib.AbstractContextManager):
+    """Tasks of the threaded (or synchronous) scheduler, from a dask callback."""
+
+    def __init__(self) -> None:
+        from dask.callbacks import Callback
+        from dask.utils import key_split
+
+        counts = self
+        self.done = self.total = 0
+        self.stage = ""
+
+        class Count(Callback):
+            def _start_state(self, dsk, state):
+                counts.total += len(state["ready"]) + len(state["waiting"])
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                counts.done += 1
+                counts.stage = key_split(key)
+
+        self.callback = Count()
+
+    def __enter__(self):
+        self.callback.register()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.callback.unregister()
+
+    def read(self) -> tuple[int, int, str]:
+        return self.done, self.total, self.stage
+
+
+_PLUGIN = "tilesky-progress"
+
+
+def _scheduler_plugin():
+    from dask.utils import key_split
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class CountTasks(SchedulerPlugin):
+        """Counts tasks submitted and finished on the scheduler."""
+
+        name = _PLUGIN
+
+        def __init__(self) -> None:
+            self.total = self.done = 0
+            self.stage = ""
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            if start == "released" and finish != "forgotten":
+                self.total += 1
+            elif start == "processing" and finish in ("memory", "erred"):
+                self.done += 1
+                self.stage = key_split(key)
+
+    return CountTasks()
+
+
+def _read_plugin(dask_scheduler=None) -> tuple[int, int, str]:
+    plugin = dask_scheduler.plugins.get(_PLUGIN)
+    if plugin is None:
+        return 0, 0, ""
+    return plugin.done, plugin.total, plugin.stage
+
+
+class _scheduler_counts(contextlib.AbstractContextManager):
+    """Tasks of a distributed cluster, counted by a scheduler plugin."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __enter__(self):
+        # Counting starts afresh: a plugin of an earlier run is replaced.
+        self.client.register_plugin(_scheduler_plugin(), name=_PLUGIN)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(Exception):
+            self.client.unregister_scheduler_plugin(_PLUGIN)
+
+    def read(self) -> tuple[int, int, str]:
+        return tuple(self.client.run_on_scheduler(_read_plugin))
 
 
 def progress_enabled() -> bool:
@@ -59,14 +223,14 @@ def progress_enabled() -> bool:
 
 
 def compute(*collections: Any, label: str | None = None) -> tuple:
-    """``dask.compute(*collections)``, with a progress bar when enabled.
+    """``dask.compute(*collections)``, its label shown when progress is on.
 
     Parameters
     ----------
     *collections
         Dask collections (arrays, delayed objects).
     label : str, optional
-        What is being computed, printed on stderr before the bar.
+        What is being computed, printed as a line of the progress display.
 
     Returns
     -------
@@ -82,22 +246,7 @@ def compute(*collections: Any, label: str | None = None) -> tuple:
     """
     if not _ENABLED.get():
         return dask.compute(*collections)
-    if label:
-        print(f"tilesky: {label}", file=sys.stderr, flush=True)
-    from tilesky.cluster import current_client
-
-    client = current_client()
-    if client is None:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(minimum=_MIN_SECONDS, out=sys.stderr):
-            return dask.compute(*collections)
-
-    from distributed import progress
-
-    futures = client.compute(list(collections))
-    # distributed's console bar writes to sys.stdout; it blocks until the
-    # futures finish (or fail), so the redirection covers exactly the bar.
-    with contextlib.redirect_stdout(sys.stderr):
-        progress(futures, notebook=False, multi=False)
-    return tuple(client.gather(futures))
+    line = _LINE.get()
+    if label and line is not None:
+        line.note(label)
+    return dask.compute(*collections)

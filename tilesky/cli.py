@@ -274,6 +274,11 @@ def _cmd_run(args) -> int:
             f"tilesky: wrote {shown} in {time.perf_counter() - start:.1f} s "
             f"({run.blocks_written} blocks written, {run.blocks_skipped} reused)"
         )
+        from tilesky._trust import trust_check
+
+        trust = trust_check(run.metrics)
+        if not trust["trusted"]:
+            _say(f"tilesky: warning: {trust['message']}")
         if report_dir is not None and not args.no_report:
             # Still on the cluster: block means for the figures run there, and
             # the per-source points of the metrics pass are reused.
@@ -503,6 +508,9 @@ def _main(argv: list[str] | None) -> int:
     logging.getLogger("distributed").setLevel(
         logging.INFO if args.debug else logging.ERROR
     )
+    from tilesky._dashboard_logs import quiet_dashboard_logs
+
+    quiet_dashboard_logs(not args.debug)
     from tilesky.errors import USER_ERRORS
 
     try:

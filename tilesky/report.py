@@ -17,9 +17,6 @@ bytes.
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import logging
 import math
 import os
@@ -29,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tilesky._report_html import page
 from tilesky.metrics import compute_metrics, line_fit
 
 __all__ = ["write_report"]
@@ -38,7 +36,8 @@ log = logging.getLogger("tilesky")
 _GROUPS = (
     ("unmasked", "black", "s"),
     ("masked", "red", "o"),
-    ("random", "blue", "+"),
+    # Drawn last, opaque enough to see over thousands of sources.
+    ("random", "tab:cyan", "x"),
 )
 
 
@@ -49,7 +48,7 @@ class _Plotting:
         try:
             import matplotlib
             from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.colors import Normalize
+            from matplotlib.colors import AsinhNorm, Normalize
             from matplotlib.figure import Figure
             from PIL import Image
         except ImportError:
@@ -61,6 +60,7 @@ class _Plotting:
             raise ImportError(msg) from None
         self.colormaps = matplotlib.colormaps
         self.Normalize = Normalize
+        self.AsinhNorm = AsinhNorm
         self.Figure = Figure
         self.FigureCanvasAgg = FigureCanvasAgg
         self.Image = Image
@@ -77,7 +77,7 @@ _PNG_LEVEL = 4
 # scatter() draws them (rcParams patch.linewidth for filled markers,
 # lines.linewidth for "+").
 _MARKER_SIZE = math.sqrt(8.0)
-_MARKER_EDGE = {"s": 1.0, "o": 1.0, "+": 1.5}
+_MARKER_EDGE = {"s": 1.0, "o": 1.0, "+": 1.5, "x": 1.5}
 
 
 def _indexed(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -197,46 +197,6 @@ def _limits(img: np.ndarray, *, symmetric: bool) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
 
 
-def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(obj, Mapping):
-        rows = []
-        for k, v in obj.items():
-            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return rows
-    return [(prefix, obj)]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    if value is None:
-        return "–"
-    return str(value)
-
-
-def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> str:
-    body = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in rows
-    )
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _scale_table(scale: Mapping[str, Any]) -> str:
-    cols = [c for c in ("n_blocks", "rms", "perfect", "ideal", "ratio") if scale.get(c)]
-    head = "<th>width</th>" + "".join(f"<th>{c}</th>" for c in cols)
-    rows = []
-    for k, w in enumerate(scale.get("widths", [])):
-        cells = "".join(f"<td>{_fmt(scale[c][k])}</td>" for c in cols)
-        rows.append(f"<tr><td>{w}</td>{cells}</tr>")
-    return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
-
-
 def _save_map(
     plt: _Plotting,
     path: Path,
@@ -245,10 +205,15 @@ def _save_map(
     cmap: str,
     vmin: float,
     vmax: float,
+    norm=None,
 ) -> None:
-    """Colour ``img`` pixel for pixel, origin lower, NaN transparent."""
+    """Colour ``img`` pixel for pixel, origin lower, NaN transparent.
+
+    ``norm`` (a matplotlib normalization) replaces the linear one of
+    ``vmin``-``vmax``.
+    """
     colormap = plt.colormaps[cmap]
-    norm = plt.Normalize(vmin=vmin, vmax=vmax)
+    norm = norm if norm is not None else plt.Normalize(vmin=vmin, vmax=vmax)
     normed = norm(img[::-1])
     rgba = colormap(normed, bytes=True)
     indexed = _indexed(rgba)
@@ -258,6 +223,64 @@ def _save_map(
         rgba = colormap.resampled(255)(normed, bytes=True)
         indexed = _indexed(rgba)
     _write_png(plt, path, rgba, indexed)
+
+
+def _units(ds) -> str:
+    """The input's BUNIT from the stored header, else "image units"."""
+    header = ds.attrs.get("wcs_header")
+    value = None
+    if isinstance(header, Mapping):
+        value = header.get("BUNIT")
+    elif isinstance(header, str) and "BUNIT" in header:
+        try:
+            from astropy.io import fits
+
+            value = fits.Header.fromstring(header).get("BUNIT")
+        except Exception:  # a header astropy cannot parse has no unit to show
+            value = None
+    return str(value).strip() if value and str(value).strip() else "image units"
+
+
+def _stretch_limits(img: np.ndarray, stretch: str) -> tuple[float, float]:
+    if stretch == "mask":
+        return 0.0, 1.0
+    if stretch == "asinh":
+        v = img[np.isfinite(img)]
+        if v.size == 0:
+            return 0.0, 1.0
+        lo, hi = (float(p) for p in np.percentile(v, [1, 99.5]))
+        return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+    return _limits(img, symmetric=stretch == "symmetric")
+
+
+def _norm(plt: _Plotting, stretch: str, lim: tuple[float, float]):
+    if stretch != "asinh":
+        return plt.Normalize(vmin=lim[0], vmax=lim[1])
+    # Linear over the faint tenth of the range, logarithmic above: faint
+    # sky structure and bright cores both visible.
+    return plt.AsinhNorm(linear_width=0.1 * (lim[1] - lim[0]), vmin=lim[0], vmax=lim[1])
+
+
+def _panel_figure(plt, path: Path, img, factor: int, cmap, norm, title, label):
+    """A map with pixel axes (input pixels) and a colorbar labelled in units."""
+    ny, nx = img.shape
+    aspect = ny / max(nx, 1)
+    fig, canvas = plt.figure((6.4, max(2.5, min(9.0, 5.0 * aspect + 0.8))))
+    ax = fig.subplots()
+    image = ax.imshow(
+        img,
+        origin="lower",
+        cmap=cmap,
+        norm=norm,
+        interpolation="nearest",
+        extent=(-0.5, nx * factor - 0.5, -0.5, ny * factor - 0.5),
+    )
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=label)
+    fig.tight_layout()
+    _save_figure(plt, canvas, path)
 
 
 def _scale_figure(plt: _Plotting, path: Path, scale: Mapping[str, Any]) -> None:
@@ -291,6 +314,20 @@ def _scale_figure(plt: _Plotting, path: Path, scale: Mapping[str, Any]) -> None:
     _save_figure(plt, canvas, path)
 
 
+def _scatter_ylim(values: np.ndarray) -> tuple[float, float, float | None]:
+    """y limits holding every point, and a symlog threshold for far outliers.
+
+    A few far outliers switch the axis to symlog (linear within the 1-99
+    percentile band) rather than squash the rest or leave them out.
+    """
+    lo, hi = float(values.min()), float(values.max())
+    p1, p99 = (float(p) for p in np.percentile(values, [1, 99]))
+    band = max(abs(p1), abs(p99)) or 1.0
+    linthresh = band if hi - lo > 10 * (p99 - p1) > 0 else None
+    pad = 0.05 * (hi - lo) or 1.0
+    return lo - pad, hi + pad, linthresh
+
+
 def _scatter_figure(plt: _Plotting, path: Path, points, xkey: str) -> None:
     quantity = points["quantity"]
     src, rnd = points["sources"], points["random"]
@@ -308,7 +345,7 @@ def _scatter_figure(plt: _Plotting, path: Path, points, xkey: str) -> None:
         ok = np.isfinite(x) & np.isfinite(y)
         x, y = x[ok], y[ok]
         ys.append(y)
-        alpha = 0.1 if name == "random" else 0.4
+        alpha = 0.8 if name == "random" else 0.4
         # A marker-only line, not scatter(): Agg stamps one marker image, and
         # the legend's "best" placement tests one array of vertices instead
         # of a list of one array per point, which with 30 000 points cost
@@ -330,14 +367,16 @@ def _scatter_figure(plt: _Plotting, path: Path, points, xkey: str) -> None:
             ax.plot(xf, fit["intercept"] + fit["slope"] * xf, color=color, alpha=0.8)
     allv = np.concatenate(ys) if ys else np.zeros(0)
     if allv.size:
-        lo, hi = np.percentile(allv, [1, 99])
-        pad = 0.1 * (hi - lo) or 1.0
-        ax.set_ylim(lo - pad, hi + pad)
+        lo, hi, linthresh = _scatter_ylim(allv)
+        if linthresh is not None:
+            ax.set_yscale("symlog", linthresh=linthresh)
+        ax.set_ylim(lo, hi)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("flux" if xkey == "flux" else "radius re (px)")
     ax.set_ylabel(f"mean {quantity} in 3x3 box")
     ax.set_title(f"{quantity} vs. {'flux' if xkey == 'flux' else 'radius'}")
-    ax.legend()
+    for handle in ax.legend().legend_handles:
+        handle.set_alpha(1.0)
     fig.tight_layout()
     _save_figure(plt, canvas, path)
 
@@ -406,8 +445,11 @@ def write_report(
     -----
     Maps are integer block means (NaN-aware, padded at the far edges) with
     ``origin="lower"``, written pixel for pixel: a map has
-    ``ceil(n / factor)`` pixels a side. The background and residual colour
-    scales are the 1-99 percentiles (symmetric for the residual).
+    ``ceil(n / factor)`` pixels a side; each map is also drawn as a panel
+    with pixel axes and a colorbar in the input's units (``BUNIT``). Colour
+    scales: input image, 1-99.5 percentiles with an asinh stretch;
+    background, 1-99 percentiles, linear; residual and subtracted image,
+    symmetric about zero at the 99th percentile of ``|value|``, linear.
 
     Examples
     --------
@@ -424,194 +466,116 @@ def write_report(
     ds = _open(run, storage_options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bkg = ds["background"].data
-    mask = ds["mask"].data if "mask" in ds else None
     truth, sky, scene = _data(truth), _data(sky), _data(scene)
-    if metrics is None and ds.attrs.get("metrics"):
-        metrics = ds.attrs["metrics"]
-    if metrics is None or (catalogue is not None and points is None):
-        if scene is None and "subtracted" in ds:
-            log.info("report: scene = subtracted + background")
-            scene = ds["subtracted"].data.astype(np.float64) + bkg
-        if scene is not None:
-            computed, pts = compute_metrics(
-                scene,
-                bkg,
-                mask,
-                truth=truth,
-                sky=sky,
-                catalogue=catalogue,
-                return_points=True,
-            )
-            metrics = computed if metrics is None else metrics
-            points = pts if points is None else points
-        else:
-            log.warning("report: no metrics (pass metrics= or scene=)")
-
-    maps = [("background", "Background", bkg, "viridis", False)]
-    if mask is not None:
-        maps.append(("mask", "Mask (fraction of masked pixels)", mask, "Greys", False))
-    if truth is not None:
-        maps.append(
-            ("residual", "Residual: background - truth", bkg - truth, "RdBu_r", True)
-        )
-    elif "subtracted" in ds:
-        maps.append(
-            (
-                "residual",
-                "Subtracted: scene - background",
-                ds["subtracted"].data,
-                "RdBu_r",
-                True,
-            )
-        )
-    import dask
-
-    small = [_downsample(m[2], int(max_pixels)) for m in maps]
-    computed_maps = dask.compute(*(s[0] for s in small))
-    figures = []
-    for (name, title, _, cmap, sym), img, (_, factor) in zip(
-        maps, computed_maps, small, strict=True
-    ):
-        img = np.asarray(img)
-        if name == "mask":
-            lim = (0.0, 1.0)
-        else:
-            lim = _limits(img, symmetric=sym)
-        _save_map(plt, out / f"{name}.png", img, cmap=cmap, vmin=lim[0], vmax=lim[1])
-        caption = (
-            f"{title}; {img.shape[1]} x {img.shape[0]} px, block mean of "
-            f"{factor} x {factor}; colour scale {lim[0]:.4g} to {lim[1]:.4g}"
-        )
-        figures.append((name, caption))
+    metrics, points = _metrics_and_points(
+        ds, truth, sky, scene, catalogue, metrics, points
+    )
+    figures = _map_figures(plt, ds, truth, out, int(max_pixels))
     if metrics and metrics.get("scale") and metrics["scale"].get("widths"):
         _scale_figure(plt, out / "scale.png", metrics["scale"])
-        figures.append(("scale", "RMS of block means versus block width"))
+        figures.append(("scale", "RMS of block means versus block width", None))
     if points is not None:
         for key, name in (("flux", "flux"), ("re", "radius")):
             _scatter_figure(plt, out / f"{name}.png", points, key)
             figures.append(
                 (
                     name,
-                    f"{points['quantity']} in 3x3 boxes versus {name}, with OLS lines",
+                    f"{points['quantity']} in 3x3 boxes versus {name}, with OLS "
+                    "lines (every point shown)",
+                    None,
                 )
             )
     path = out / "report.html"
-    path.write_text(_html(ds, out, figures, metrics), encoding="utf-8")
+    path.write_text(page(ds, out, figures, metrics), encoding="utf-8")
     log.info("report written to %s", path)
     return path
 
 
-def _pm(mean, err) -> str:
-    return f"{_fmt(mean)} ± {_fmt(err)}"
+def _metrics_and_points(ds, truth, sky, scene, catalogue, metrics, points):
+    """The run's metrics (stored, given, or computed here) and per-source points."""
+    bkg = ds["background"].data
+    mask = ds["mask"].data if "mask" in ds else None
+    if metrics is None and ds.attrs.get("metrics"):
+        metrics = ds.attrs["metrics"]
+    if metrics is not None and (catalogue is None or points is not None):
+        return metrics, points
+    if scene is None and "subtracted" in ds:
+        log.info("report: scene = subtracted + background")
+        scene = ds["subtracted"].data.astype(np.float64) + bkg
+    if scene is None:
+        log.warning("report: no metrics (pass metrics= or scene=)")
+        return metrics, points
+    computed, pts = compute_metrics(
+        scene,
+        bkg,
+        mask,
+        truth=truth,
+        sky=sky,
+        catalogue=catalogue,
+        return_points=True,
+    )
+    return (computed if metrics is None else metrics), (
+        pts if points is None else points
+    )
 
 
-def _summary_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """The few numbers to look at first."""
-    rows: list[tuple[str, Any]] = []
-    truth = metrics.get("truth") or {}
-    for part in ("all", "interior"):
-        t = truth.get(part) or {}
-        if t.get("n_pixels"):
-            label = (
-                "whole image" if part == "all" else f"interior (edge {t['edge']} px)"
-            )
-            rows.append(
-                (
-                    f"background - truth, {label}: rms / std / max / min",
-                    f"{_fmt(t['rms'])} / {_fmt(t['std'])} / {_fmt(t['max'])} / "
-                    f"{_fmt(t['min'])}",
-                )
-            )
-    bias = metrics.get("bias") or {}
-    if bias:
-        rows.append(
-            (
-                "background under masked - unmasked pixels (per block)",
-                f"{_pm(bias.get('difference'), bias.get('stderr'))}, "
-                f"z = {_fmt(bias.get('z'))} over {bias.get('n_blocks')} blocks",
-            )
-        )
-    scale = metrics.get("scale") or {}
-    ratio = [r for r in scale.get("ratio") or [] if r is not None]
-    if ratio:
-        rows.append(
-            (
-                f"RMS of block means / {scale.get('reference')}: median (min, max)",
-                f"{_fmt(float(np.median(ratio)))} "
-                f"({_fmt(min(ratio))}, {_fmt(max(ratio))})",
-            )
-        )
-    sources = metrics.get("sources") or {}
-    for name, g in (sources.get("groups") or {}).items():
-        rows.append(
-            (
-                f"{sources.get('quantity')} under {name} positions (n = {g.get('n')})",
-                _pm(g.get("mean"), g.get("stderr")),
-            )
-        )
-    return rows
+#: name, title, colormap, stretch ("asinh", "linear", "symmetric", "mask").
+_MAPS = {
+    "input": ("Input image", "gray_r", "asinh"),
+    "background": ("Background", "viridis", "linear"),
+    "mask": ("Mask (fraction of masked pixels)", "Greys", "mask"),
+    "residual": ("Residual: background - truth", "RdBu_r", "symmetric"),
+    "subtracted": ("Subtracted: scene - background", "RdBu_r", "symmetric"),
+}
+_STRETCH = {
+    "asinh": "asinh stretch of the 1-99.5 percentiles",
+    "linear": "linear, 1-99 percentiles",
+    "symmetric": "linear, symmetric about 0 at the 99th percentile of |value|",
+    "mask": "linear, 0 (sky) to 1 (masked)",
+}
 
 
-_CSS = """
-body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:90%}
-figure{display:inline-block;margin:0.5em;vertical-align:top}
-img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
-"""
+def _map_figures(plt, ds, truth, out: Path, max_pixels: int) -> list[tuple]:
+    """Write each map as a raw PNG and as a panel; their figure entries."""
+    import dask
 
-
-def _html(ds, out: Path, figures, metrics) -> str:
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        "<title>tilesky report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>tilesky report</h1>",
-    ]
-    run_rows = [
-        (k, ds.attrs[k]) for k in ("tilesky_version", "tilesky_status") if k in ds.attrs
-    ]
-    run_rows.append(("shape", list(ds["background"].shape)))
-    for key in ("input", "noise", "timings"):
-        if isinstance(ds.attrs.get(key), Mapping):
-            run_rows += _flatten(ds.attrs[key], key)
-    parts += ["<h2>Run</h2>", _table(run_rows, ("item", "value"))]
-    parts.append("<h2>Figures</h2>")
-    for name, caption in figures:
-        data = base64.b64encode((out / f"{name}.png").read_bytes()).decode("ascii")
-        parts.append(
-            f"<figure><a href='{name}.png'><img alt='{name}' "
-            f"src='data:image/png;base64,{data}'></a>"
-            f"<figcaption>{html.escape(caption)} (<a href='{name}.png'>"
-            f"{name}.png</a>)</figcaption></figure>"
+    bkg = ds["background"].data
+    arrays = {}
+    if "subtracted" in ds:
+        arrays["input"] = ds["subtracted"].data.astype(np.float64) + bkg
+    arrays["background"] = bkg
+    if "mask" in ds:
+        arrays["mask"] = ds["mask"].data
+    if truth is not None:
+        arrays["residual"] = bkg - truth
+    if "subtracted" in ds:
+        arrays["subtracted"] = ds["subtracted"].data
+    small = {k: _downsample(a, max_pixels) for k, a in arrays.items()}
+    computed = dask.compute(*(s[0] for s in small.values()))
+    units = _units(ds)
+    figures = []
+    for (name, (_, factor)), img in zip(small.items(), computed, strict=True):
+        title, cmap, stretch = _MAPS[name]
+        img = np.asarray(img)
+        lim = _stretch_limits(img, stretch)
+        norm = _norm(plt, stretch, lim)
+        _save_map(
+            plt,
+            out / f"{name}.png",
+            img,
+            cmap=cmap,
+            vmin=lim[0],
+            vmax=lim[1],
+            norm=norm,
         )
-    parts.append("<h2>Metrics</h2>")
-    if metrics:
-        parts += ["<h3>Summary</h3>", _table(_summary_rows(metrics), ("", "value"))]
-        parts.append("<h3>All metrics</h3>")
-        scale = metrics.get("scale") or {}
-        other = {k: v for k, v in metrics.items() if k != "scale"}
-        other["scale"] = {k: v for k, v in scale.items() if not isinstance(v, list)}
-        parts.append(_table(_flatten(other), ("metric", "value")))
-        if scale.get("widths"):
-            parts += ["<h3>RMS versus scale</h3>", _scale_table(scale)]
-        parts.append(
-            "<details><summary>metrics as JSON</summary><pre>"
-            + html.escape(json.dumps(metrics, indent=1))
-            + "</pre></details>"
+        label = "masked fraction" if name == "mask" else units
+        _panel_figure(
+            plt, out / f"{name}_panel.png", img, factor, cmap, norm, title, label
         )
-    else:
-        parts.append(
-            "<p>No metrics: pass <code>metrics=</code> or <code>scene=</code>.</p>"
+        caption = (
+            f"{title}; {img.shape[1]} x {img.shape[0]} px, block mean of "
+            f"{factor} x {factor}; colour: {_STRETCH[stretch]} "
+            f"({lim[0]:.4g} to {lim[1]:.4g} {label})"
         )
-    parts.append("<h2>Configuration</h2>")
-    config = ds.attrs.get("config")
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except ValueError:
-            config = {"config": config}
-    parts.append(_table(_flatten(config or {}), ("parameter", "value")))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        figures.append((name, caption, f"{name}_panel"))
+    return figures

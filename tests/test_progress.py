@@ -1,0 +1,90 @@
+"""--progress: one overall line over every computation of a run, on stderr."""
+
+import os
+import pty
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tilesky.cli import main
+
+LINE = re.compile(r"tilesky: \[[#-]{30}\] +(\d+)% (\d+)/(\d+) tasks, ([\w-]+), \d+ s")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    path = tmp_path_factory.mktemp("progress") / "sim.zarr"
+    args = ["simulate", str(path), "--shape", "300", "300", "--scheduler", "threads"]
+    assert main(args) == 0
+    return path
+
+
+@pytest.mark.parametrize("scheduler", [[], ["--scheduler", "threads"]])
+def test_progress_counts_every_task_of_the_run(sim, tmp_path, capsys, scheduler):
+    out = tmp_path / "out.zarr"
+    code = main(
+        [
+            "run",
+            str(sim),
+            str(out),
+            "--chunks",
+            "150",
+            "--no-report",
+            "--progress",
+            *scheduler,
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = [LINE.fullmatch(x) for x in captured.err.splitlines()]
+    lines = [m for m in lines if m]
+    # Not a TTY: a line when the stage changes, and a last one with all done.
+    assert len(lines) >= 3, captured.err
+    stages = {m.group(4) for m in lines}
+    assert "ring-median" in stages or "store" in stages, stages
+    last = lines[-1]
+    assert last.group(1) == "100" and last.group(2) == last.group(3)
+    assert int(last.group(3)) > 50  # every graph of the run, not one
+    totals = [int(m.group(3)) for m in lines]
+    assert totals == sorted(totals)
+    assert "tasks" not in captured.out
+
+
+def test_no_progress_without_the_flag(sim, tmp_path, capsys):
+    out = tmp_path / "quiet.zarr"
+    args = ["run", str(sim), str(out), "--no-report", "--scheduler", "threads"]
+    assert main(args) == 0
+    assert "tasks," not in capsys.readouterr().err
+
+
+def test_progress_redraws_one_line_on_a_terminal(sim, tmp_path):
+    out = tmp_path / "tty.zarr"
+    leader, follower = pty.openpty()
+    code = (
+        "import sys; from tilesky.cli import main; "
+        f"sys.exit(main(['run', {str(sim)!r}, {str(out)!r}, '--no-report', "
+        "'--scheduler', 'threads']))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode()
+    # Redrawn in place (carriage returns), ending with the whole run done.
+    assert text.count("\r") >= 2, text
+    drawn = [LINE.match(part.strip()) for part in re.split(r"[\r\n]", text)]
+    drawn = [m for m in drawn if m]
+    assert drawn and drawn[-1].group(1) == "100", text
