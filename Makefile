@@ -11,7 +11,11 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# compat: a .pth puts the clone on sys.path, so the regular package wins
+	# over the clone's own folder seen as a namespace package when Python
+	# runs from the clone's parent (setuptools' default editable finder is
+	# asked only after that path scan).
+	$(BIN)/python -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 demo: $(STAMP)

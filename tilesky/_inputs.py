@@ -9,6 +9,7 @@ entry points of :mod:`tilesky._dispatch` hand the pipeline the same inputs.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,16 +72,28 @@ def prepare(
     ``threads`` worker threads.
     """
     opened = {"variable": variable, "hdu": hdu, "storage_options": storage_options}
-    image = _open_sized(source, cfg, chunks=chunks, **opened)
+    image = _open_sized(source, cfg, chunks=chunks, whole=whole, **opened)
     if plan_tiles and chunks is None:
         tiles = run_tiles(
-            image.data.shape, image.data.chunksize, cfg.chunk_multiple, threads=threads
+            image.data.shape,
+            image.data.chunksize,
+            _multiple(image, cfg),
+            threads=threads,
         )
         if tiles != image.data.chunksize:
-            image = _open_sized(source, cfg, chunks=tiles, **opened)
+            # The first opening showed the file's warnings (astropy's header
+            # fixes...); once per file is enough.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = _open_sized(source, cfg, chunks=tiles, **opened)
     # The reader's conversion (dtype, masked pixels to NaN), in memory.
     scene = np.asarray(image.data.compute()) if whole else image.data
     tiled = not whole
+    if weight is None:
+        # A survey product's own WHT (or 1/ERR**2), unless the caller gave one.
+        weight = image.weight
+    elif image.weight is not None:
+        image.identity["products"]["weight"] = "weight= (the product's ignored)"
     weight_map = _aux_map(weight, image, "weight", storage_options, tiled=tiled)
     scene = _apply_weight(scene, weight_map)
     user_mask = _as_mask(mask, image, tiled=tiled, storage_options=storage_options)
@@ -96,37 +109,76 @@ def _check_size(shape: tuple[int, ...], cfg: Config) -> None:
     the background would be silently wrong.
     """
     ring = 2 * ring_depth(cfg.ring.radius_in, cfg.ring.width) + 1
-    meshes = (cfg.first_mesh.box_size, cfg.final_mesh.box_size)
-    box = tuple(max(b[axis] for b in meshes) for axis in (0, 1))
-    need = (max(ring, box[0]), max(ring, box[1]))
-    if shape[0] >= need[0] and shape[1] >= need[1]:
+    ny, nx = (int(n) for n in shape)
+    causes = []
+    if ny < ring or nx < ring:
+        causes.append(
+            f"ring-median footprint {ring}x{ring} from "
+            f"ring.radius_in={cfg.ring.radius_in} and ring.width={cfg.ring.width}"
+        )
+    for name in ("first_mesh", "final_mesh"):
+        box = getattr(cfg, name).box_size
+        if ny < box[0] or nx < box[1]:
+            causes.append(f"{name}.box_size={box}")
+    if not causes:
         return
     msg = (
-        f"the image {tuple(int(n) for n in shape)} is too small for this "
-        f"configuration: it needs at least {need[0]}x{need[1]} pixels (ring-median "
-        f"footprint {ring}x{ring} from ring.radius_in={cfg.ring.radius_in} and "
-        f"ring.width={cfg.ring.width}; largest mesh box_size {box}); give a larger "
-        "image or smaller settings, e.g. ring.radius_in=4 ring.width=2 "
-        "first_mesh.box_size=4 final_mesh.box_size=4"
+        f"the image ({ny}, {nx}) is too small for this configuration: "
+        f"{'; '.join(causes)} do not fit in it; give a larger image or smaller "
+        "settings, e.g. ring.radius_in=4 ring.width=2 first_mesh.box_size=4 "
+        "final_mesh.box_size=4"
     )
     raise InputError(msg)
 
 
-def _open_sized(source: Any, cfg: Config, **kwargs: Any) -> ImageInput:
-    """:func:`open_image` with chunks aligned to the mesh boxes, size-checked."""
+def _multiple(image: ImageInput, cfg: Config) -> tuple[int, int]:
+    """Chunk multiple for ``image``: the boxes' lcm, capped at the image.
+
+    An axis shorter than the lcm is one chunk, which holds whole boxes of
+    every grid (the last one partial, as the monolithic rule has it).
+    """
+    return tuple(
+        min(b, int(n))
+        for b, n in zip(cfg.chunk_multiple, image.data.shape, strict=True)
+    )
+
+
+def _open_sized(
+    source: Any, cfg: Config, *, whole: bool = False, **kwargs: Any
+) -> ImageInput:
+    """:func:`open_image` with chunks aligned to the mesh boxes, size-checked.
+
+    The chunk multiple (the lcm of the boxes) is a tiling constraint: the
+    whole-image path reads the image as it is, and an image smaller than
+    the lcm is one tile. Only the sizes the user set (ring, boxes) refuse
+    an image, by :func:`_check_size`.
+    """
+    if whole:
+        image = open_image(source, box_size=1, **kwargs)
+        _check_size(image.data.shape, cfg)
+        return image
     try:
         image = open_image(source, box_size=cfg.chunk_multiple, **kwargs)
     except InputError:
-        # open_image refuses an image smaller than the chunk multiple (the lcm
-        # of the boxes, a size the user never chose); when that is the cause,
-        # name the ring and box sizes instead. Only failures pay this reopen.
-        try:
-            shape = open_image(source, box_size=1, **kwargs).data.shape
-        except InputError:
-            shape = None
-        if shape is not None and len(shape) == 2:
-            _check_size(shape, cfg)
-        raise
+        # open_image refuses an image smaller than the chunk multiple, a
+        # size the user never chose: find the image's shape, refuse it by
+        # the ring and box sizes if they are the cause, else open it as one
+        # tile along its short axes. Only such images pay this reopen.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                shape = open_image(source, box_size=1, **kwargs).data.shape
+            except InputError:
+                shape = None
+        if shape is None or len(shape) != 2 or min(shape) == 0:
+            raise
+        _check_size(shape, cfg)
+        box = tuple(
+            min(b, int(n)) for b, n in zip(cfg.chunk_multiple, shape, strict=True)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = open_image(source, box_size=box, **kwargs)
     _check_size(image.data.shape, cfg)
     return image
 

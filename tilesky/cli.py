@@ -164,12 +164,26 @@ def _parser() -> argparse.ArgumentParser:
         "Gaussian sources), its truth, the noisy sky and the source catalogue to a "
         "Zarr group, tile by tile.",
     )
-    sim.add_argument("output", metavar="OUT.zarr")
+    sim.add_argument("output", metavar="OUT.zarr", help="Zarr group to write")
     sim.add_argument(
-        "--shape", type=int, nargs=2, default=[2000, 2000], metavar=("NY", "NX")
+        "--shape",
+        type=int,
+        nargs=2,
+        default=[2000, 2000],
+        metavar=("NY", "NX"),
+        help="image shape in pixels (default: %(default)s)",
     )
-    sim.add_argument("--seed", type=int, default=4)
-    sim.add_argument("--overwrite", action="store_true")
+    sim.add_argument(
+        "--seed",
+        type=int,
+        default=4,
+        help="random seed of the scene: same seed, same scene (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it is a tilesky store or an empty directory",
+    )
     _add_execution(sim)
 
     report = sub.add_parser(
@@ -186,14 +200,23 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export",
-        help="write a finished run's maps as FITS files with the input's WCS",
+        help="write a finished run's maps as FITS files with the input's header",
         description="Write background.fits, rms.fits, mask.fits and subtracted.fits "
-        "from the run store RUN into DIR, with the input's celestial WCS, band by "
-        "band.",
+        "from the run store RUN into DIR, band by band, with the input's "
+        "observation keywords, its celestial WCS and tilesky's provenance "
+        "(TSKYVER, TSKYCFG, HISTORY).",
     )
-    export.add_argument("run", metavar="RUN.zarr")
-    export.add_argument("--fits", required=True, metavar="DIR", dest="fits_dir")
-    export.add_argument("--overwrite", action="store_true")
+    export.add_argument("run", metavar="RUN.zarr", help="a finished run store")
+    export.add_argument(
+        "--fits",
+        required=True,
+        metavar="DIR",
+        dest="fits_dir",
+        help="directory for the FITS files (created if missing)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace existing FITS files in DIR"
+    )
     _add_storage_option(export)
 
     from tilesky.validate import add_arguments as _validate_arguments
@@ -215,9 +238,25 @@ def _parser() -> argparse.ArgumentParser:
         "DIR/demo_input.zarr, run the default pipeline on a local cluster into "
         "DIR/demo.zarr.",
     )
-    demo.add_argument("--dir", default=".", metavar="DIR")
-    demo.add_argument("--size", type=int, default=2000, metavar="N")
-    demo.add_argument("--seed", type=int, default=4)
+    demo.add_argument(
+        "--dir",
+        default=".",
+        metavar="DIR",
+        help="directory for the demo's input, run and report (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--size",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="the scene is N x N pixels (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=4,
+        help="random seed of the scene (default: %(default)s)",
+    )
     _add_execution(demo)
     return parser
 
@@ -248,6 +287,7 @@ def _cmd_run(args) -> int:
 
     shown = strip_credentials(args.output)
     report_dir = _report_dir(args.output, args.report)
+    _refuse_existing_output(args, opts)
     with (
         execution(args.scheduler, n_workers=args.workers, announce=_say),
         show_progress(progress),
@@ -340,11 +380,59 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _refuse_existing_output(args, opts: dict) -> None:
+    """Refuse an existing OUT before a cluster starts (the store would, later).
+
+    Without --overwrite or --resume, any existing path is refused; the
+    store's own checks still run, for the cases this one lets through.
+    """
+    if args.overwrite or args.resume:
+        return
+    import fsspec
+
+    from tilesky.errors import OutputExistsError, TileskyError
+    from tilesky.io import strip_credentials
+    from tilesky.store import run_status
+
+    shown = strip_credentials(args.output)
+    try:
+        status = run_status(args.output, storage_options=opts)
+    except TileskyError:  # unreadable: the run reports it, naming the input first
+        return
+    if status == "complete":
+        msg = f"output {shown!r} already exists (a finished run); pass overwrite=True"
+        raise OutputExistsError(msg, params="overwrite")
+    if status is not None:
+        msg = (
+            f"output {shown!r} already exists (an unfinished run); pass resume=True "
+            "to continue it or overwrite=True to replace it"
+        )
+        raise OutputExistsError(msg, params=("resume", "overwrite"))
+    try:
+        fs, path = fsspec.core.url_to_fs(args.output, **opts)
+        exists = fs.exists(path)
+    except Exception:  # the store says what is wrong with the URL
+        return
+    if exists:
+        msg = (
+            f"output {shown!r} exists and is not a tilesky run; "
+            "choose another path or pass overwrite=True"
+        )
+        raise OutputExistsError(msg, params="overwrite")
+
+
 def _cmd_simulate(args) -> int:
     from tilesky.cluster import execution
-    from tilesky.simulate import write_simulation
+    from tilesky.simulate import _check_target, write_simulation
 
     opts = _storage_options(args)
+    # Before the cluster starts: an existing OUT is refused in a second.
+    try:
+        _check_target(args.output, opts or None, args.overwrite)
+    except FileExistsError as exc:
+        from tilesky.errors import OutputExistsError
+
+        raise OutputExistsError(str(exc), params="overwrite") from None
     start = time.perf_counter()
     with execution(args.scheduler, n_workers=args.workers, announce=_say):
         _resume_gc()

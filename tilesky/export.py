@@ -1,4 +1,12 @@
-"""Export a finished run's maps as FITS files carrying the input's WCS.
+"""Export a finished run's maps as FITS files with the input's header.
+
+Each map keeps the input's observation keywords (OBJECT, TELESCOP,
+INSTRUMENT, FILTER, EXPTIME, DATE-OBS, BUNIT...: every card of the input's
+image HDU, and of its PRIMARY header for an extension, except those that
+describe the HDU's layout or encoding), its celestial WCS as astropy
+rebuilds it, and tilesky's provenance: ``TSKYVAR`` (the map), ``TSKYVER``
+(the version), ``TSKYCFG`` (a hash of the configuration) and ``TSKYIN``
+(the input) with a HISTORY line.
 
 Each map is written with astropy's :class:`~astropy.io.fits.StreamingHDU`,
 one band of tile rows at a time, so a mosaic larger than memory exports with
@@ -7,7 +15,9 @@ memory bounded by a band (tile height x image width).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -18,7 +28,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from tilesky.errors import StoreError
 from tilesky.store import open_run
 
-__all__ = ["EXPORTS", "celestial_header", "export_fits"]
+__all__ = ["EXPORTS", "celestial_header", "config_hash", "export_fits", "map_header"]
 
 log = logging.getLogger("tilesky")
 
@@ -55,6 +65,77 @@ def celestial_header(header_text: str | None) -> fits.Header:
     if not wcs.has_celestial:
         return fits.Header()
     return wcs.celestial.to_header(relax=True)
+
+
+def config_hash(config: dict | None) -> str:
+    """The first 16 hex digits of the SHA-256 of a run's configuration.
+
+    Examples
+    --------
+    >>> config_hash({"n_rounds": 1}) == config_hash({"n_rounds": 1})
+    True
+    """
+    text = json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _observation_cards(header_text: str | None, name: str) -> fits.Header:
+    """The input's cards that still describe the exported map."""
+    from tilesky.io._products import is_structural, is_wcs
+
+    out = fits.Header()
+    if not header_text:
+        return out
+    for card in fits.Header.fromstring(header_text).cards:
+        key = card.keyword
+        if is_structural(key) or is_wcs(key) or key.startswith("TSKY"):
+            continue
+        if name == "mask" and key == "BUNIT":
+            continue  # the mask is a flag, not in the image's unit
+        out.append(card, end=True)
+    return out
+
+
+def map_header(
+    attrs: dict, name: str, shape: tuple[int, int], bitpix: int = -32
+) -> fits.Header:
+    """The FITS header of the exported map ``name`` of a run with ``attrs``.
+
+    Parameters
+    ----------
+    attrs : dict
+        The run store's attributes (``wcs_header``, ``config``,
+        ``tilesky_version``, ``input``).
+    name : str
+        A run variable (a key of :data:`EXPORTS`).
+    shape : (int, int)
+        The map's shape.
+    bitpix : int
+        The map's FITS BITPIX (-32 for float32, 8 for the uint8 mask).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    header = fits.Header()
+    header["SIMPLE"] = True
+    header["BITPIX"] = bitpix
+    header["NAXIS"] = 2
+    header["NAXIS1"] = int(shape[1])
+    header["NAXIS2"] = int(shape[0])
+    text = attrs.get("wcs_header")
+    header.extend(_observation_cards(text, name), unique=False)
+    header.extend(celestial_header(text), update=True)
+    version = str(attrs.get("tilesky_version", ""))
+    digest = config_hash(attrs.get("config"))
+    source = str((attrs.get("input") or {}).get("source", ""))
+    header["TSKYVAR"] = (name, "tilesky run variable")
+    header["TSKYVER"] = (version, "tilesky version")
+    header["TSKYCFG"] = (digest, "tilesky configuration SHA-256 (16 hex digits)")
+    if source:
+        header.add_history(f"tilesky input: {source}")
+    header.add_history(f"tilesky {version} {name} map, configuration {digest}")
+    return header
 
 
 def export_fits(
@@ -94,24 +175,13 @@ def export_fits(
             f"{', '.join(existing)} already exist; pass overwrite=True to replace them"
         )
         raise StoreError(msg, params="overwrite")
-    wcs_header = celestial_header(ds.attrs.get("wcs_header"))
     written = []
     for name, path in zip(EXPORTS, targets, strict=True):
         var = ds[name]
         data = var.data
         dtype = np.uint8 if var.dtype == bool else np.dtype(">f4")
-        header = fits.Header()
-        header["SIMPLE"] = True
-        header["BITPIX"] = 8 if dtype == np.uint8 else -32
-        header["NAXIS"] = 2
-        header["NAXIS1"] = int(var.shape[1])
-        header["NAXIS2"] = int(var.shape[0])
-        header.extend(wcs_header, update=True)
-        header["TSKYVAR"] = (name, "tilesky run variable")
-        header["TSKYVER"] = (
-            str(ds.attrs.get("tilesky_version", "")),
-            "tilesky version",
-        )
+        bitpix = 8 if dtype == np.uint8 else -32
+        header = map_header(dict(ds.attrs), name, var.shape, bitpix)
         tmp = path.with_suffix(".fits.partial")
         if tmp.exists():
             tmp.unlink()

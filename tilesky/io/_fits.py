@@ -11,16 +11,19 @@ its rows.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import hashlib
 import logging
 import math
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import fsspec
 import numpy as np
 from dask.base import tokenize
@@ -34,6 +37,13 @@ from tilesky.io._image import (
     lazy_read,
     make_identity,
     working_dtype,
+)
+from tilesky.io._products import (
+    dq_bits_for,
+    find_products,
+    flagged,
+    merged_header,
+    weight_from_err,
 )
 from tilesky.io._tiles import aligned_chunks
 from tilesky.io._urls import raise_clean, secret_values
@@ -77,6 +87,38 @@ def _fits_file(location: str, remote: bool, options: dict) -> Iterator[Any]:
         yield stack.enter_context(fits.open(f, lazy_load_hdus=True))
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = 0
+_QUIET_ENTRY: list = []
+
+
+@contextlib.contextmanager
+def _quiet_fits() -> Iterator[None]:
+    """Silence astropy's FITS warnings while reading tasks run.
+
+    Opening the file told the user once (:func:`_probe`); every task opens
+    it again and would repeat them. ``warnings.catch_warnings`` swaps the
+    process-wide filters and is not safe in concurrent reader threads, so
+    one filter entry is shared by all the readers running at a time.
+    """
+    global _QUIET_DEPTH
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH == 0:
+            warnings.filterwarnings("ignore", module=r"astropy\.io\.fits")
+            _QUIET_ENTRY[:] = [warnings.filters[0]]
+        _QUIET_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_DEPTH -= 1
+            if _QUIET_DEPTH == 0 and _QUIET_ENTRY:
+                # "ignore" leaves no trace in the warning registries, so
+                # removing the entry restores the filters as they were.
+                with contextlib.suppress(ValueError):
+                    warnings.filters.remove(_QUIET_ENTRY.pop())
+
+
 class _FitsReader:
     """Array-like over one FITS image HDU; every read opens the file anew."""
 
@@ -111,7 +153,10 @@ class _FitsReader:
             slice(*k.indices(n)) for k, n in zip(key, self.shape, strict=True)
         )
         try:
-            with _fits_file(self.location, self.remote, self.options) as hdul:
+            with (
+                _quiet_fits(),
+                _fits_file(self.location, self.remote, self.options) as hdul,
+            ):
                 section = hdul[self.index].section
                 if not self.banded:
                     # Tile-compressed: astropy decompresses only the tiles
@@ -185,9 +230,15 @@ def _select_hdu(hdul: Any, hdu: int | str | None, label: str) -> int:
         # are not a thing.
         hdu = int(hdu)
     if hdu is None:
-        for i, h in enumerate(hdul):
-            if _is_image_hdu(h) and len(h.shape) == 2:
+        # A survey product's image is its SCI extension, wherever it sits.
+        images = [
+            i for i, h in enumerate(hdul) if _is_image_hdu(h) and len(h.shape) == 2
+        ]
+        for i in images:
+            if hdul[i].name == "SCI":
                 return i
+        if images:
+            return images[0]
         cubes = [(i, h) for i, h in enumerate(hdul) if _is_image_hdu(h) and h.shape]
         if cubes:
             i, h = cubes[0]
@@ -252,6 +303,9 @@ class _Hdu:
     bitpix: int
     extname: str
     sums: dict
+    kept_header: str
+    products: dict
+    dq_bits: int
 
 
 def open_fits(
@@ -265,11 +319,14 @@ def open_fits(
     box: tuple[int, int],
     chunks: Any,
     options: dict,
+    dq_bits: int | None = None,
 ) -> ImageInput:
     """Open an image HDU of the FITS file at ``location``.
 
     ``fs`` and ``path`` are its fsspec filesystem and path, ``info`` what
     ``fs.info`` said of it; ``label`` names it in messages and the identity.
+    A ``SCI`` HDU brings its ``DQ``, ``WHT`` and ``ERR`` companions (see
+    :mod:`tilesky.io._products`; ``dq_bits`` overrides the unusable DQ bits).
     See :func:`tilesky.io.open_image`.
     """
     try:
@@ -278,7 +335,7 @@ def open_fits(
     except Exception as exc:
         msg = f"cannot open input {label!r}: {describe(exc)}"
         raise InputError(msg) from exc
-    h = _probe(location, label, remote, options, gzipped, info, hdu, box)
+    h = _probe(location, label, remote, options, gzipped, info, hdu, box, dq_bits)
     target = working_dtype(h.stored, h.what)
     fingerprint = _fingerprint(h, info)
     identity = make_identity(
@@ -311,7 +368,52 @@ def open_fits(
     data = lazy_read(reader, "fits", token, edges, target)
     mode = "tiles" if h.compressed else "row bands"
     log.info("opened %s: shape %s, chunks %s, reads %s", h.what, h.shape, edges, mode)
-    return ImageInput(data, identity, h.header, None)
+    if not h.products:
+        return ImageInput(data, identity, h.kept_header, None)
+    data, weight, used = _with_products(reader, h, edges, token, data)
+    identity["products"] = used
+    log.info("survey product %s: %s", h.what, used)
+    return ImageInput(data, identity, h.kept_header, None, weight)
+
+
+def _product_dtypes(hdul: Any, index: int, shape: tuple) -> dict:
+    """``{EXTNAME: (index, dtype)}`` of the SCI HDU's DQ, WHT and ERR."""
+    found = find_products(hdul, index, shape)
+    return {
+        name: (i, hdul[i].section[0:1, 0:1].dtype.newbyteorder("="))
+        for name, i in found.items()
+    }
+
+
+def _companion(reader: _FitsReader, name: str, index: int, dtype, edges, token):
+    """A lazily read DQ/WHT/ERR HDU, chunked like the image."""
+    aux = copy.copy(reader)
+    aux.index, aux.dtype = index, np.dtype(dtype)
+    aux.row_bytes = reader.shape[1] * np.dtype(dtype).itemsize
+    aux.label = f"{reader.label} ({name})"
+    return lazy_read(aux, f"fits-{name.lower()}", token, edges, aux.dtype)
+
+
+def _with_products(reader, h: _Hdu, edges, token, data):
+    """The image with DQ-flagged pixels as NaN, the weight map, what was used."""
+    used: dict[str, Any] = {"image": h.extname}
+    if "DQ" in h.products:
+        index, dtype = h.products["DQ"]
+        dq = _companion(reader, "DQ", index, dtype, edges, token)
+        bad = dq.map_blocks(flagged, h.dq_bits, dtype=bool)
+        data = da.where(bad, np.float32(np.nan), data).astype(data.dtype)
+        used |= {"dq": "DQ", "dq_bits": h.dq_bits}
+    weight = None
+    if "WHT" in h.products:
+        index, _ = h.products["WHT"]
+        weight = _companion(reader, "WHT", index, np.float32, edges, token)
+        used["weight"] = "WHT"
+    elif "ERR" in h.products:
+        index, _ = h.products["ERR"]
+        err = _companion(reader, "ERR", index, np.float32, edges, token)
+        weight = err.map_blocks(weight_from_err, dtype=np.float32)
+        used["weight"] = "1/ERR**2"
+    return data, weight, used
 
 
 def _probe(
@@ -323,6 +425,7 @@ def _probe(
     info: Mapping,
     hdu: int | str | None,
     box: tuple[int, int],
+    dq_bits: int | None = None,
 ) -> _Hdu:
     """Open the file once: pick the HDU, check it, read what the graph needs."""
     from astropy.io import fits
@@ -368,6 +471,9 @@ def _probe(
                         for k in ("CHECKSUM", "DATASUM")
                         if k in h.header
                     },
+                    kept_header=merged_header(hdul, index).tostring(),
+                    products=_product_dtypes(hdul, index, shape),
+                    dq_bits=dq_bits_for(hdul[0].header, dq_bits),
                 )
         except InputError:
             raise

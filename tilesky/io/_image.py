@@ -62,12 +62,17 @@ class ImageInput:
         For a DataArray: ``dims``, ``name``, ``coords`` (name to
         ``xarray.Variable``) and ``attrs``, enough to rebuild a DataArray
         around a result. None otherwise.
+    weight : dask.array.Array or None
+        A weight map (inverse variance, zero = no coverage) that came with
+        the input, chunked like ``data``: a survey product's ``WHT``
+        extension, or ``1/ERR**2``. None when the input has none.
     """
 
     data: da.Array
     identity: dict
     header: str | None
     coords: dict | None
+    weight: da.Array | None = None
 
 
 def make_identity(

@@ -35,6 +35,7 @@ def open_image(
     box_size: int | tuple[int, int] = 1,
     storage_options: dict | None = None,
     boolean: bool = False,
+    dq_bits: int | None = None,
 ) -> ImageInput:
     """Open an image as a lazily read, box-aligned 2-D dask array.
 
@@ -61,6 +62,11 @@ def open_image(
     boolean : bool
         Accept boolean data and keep it boolean (for a mask opened like an
         image); by default a boolean array is refused as an image.
+    dq_bits : int, optional
+        For a FITS survey product (a ``SCI`` HDU with a ``DQ`` one): the DQ
+        bits that make a pixel unusable. By default JWST's ``DO_NOT_USE``
+        (1) for ``TELESCOP = 'JWST'``, else any non-zero DQ value; see
+        :mod:`tilesky.io._products`.
 
     Returns
     -------
@@ -107,7 +113,9 @@ def open_image(
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         try:
-            return _open_location(text, variable, hdu, box, chunks, options, boolean)
+            return _open_location(
+                text, variable, hdu, box, chunks, options, boolean, dq_bits
+            )
         except InputError as exc:
             clean = scrub(str(exc), secret_values(text, options))
             if clean != str(exc):
@@ -129,6 +137,7 @@ def _open_location(
     chunks: Any,
     options: dict,
     boolean: bool = False,
+    dq_bits: int | None = None,
 ) -> ImageInput:
     from fsspec.implementations.local import LocalFileSystem
 
@@ -178,7 +187,9 @@ def _open_location(
             location, label, remote, variable, box, chunks, options, boolean
         )
     reject("variable", variable, "FITS", "an array in a Zarr group or Dataset")
-    return open_fits(location, label, remote, fs, path, info, hdu, box, chunks, options)
+    return open_fits(
+        location, label, remote, fs, path, info, hdu, box, chunks, options, dq_bits
+    )
 
 
 def _not_found(label: str, fs: Any, path: str) -> str:
