@@ -703,7 +703,12 @@ def _parse_value(raw: str) -> Any:
 #: with the multi-scale masks: residual RMS against the truth about 0.35x
 #: the notebook's on its scene (benchmarks/quality.py).
 PRESETS: dict[str, Config] = {
-    "notebook": Config(final_method="mesh", n_rounds=1, noise_mode="global"),
+    "notebook": Config(
+        final_method="mesh",
+        n_rounds=1,
+        noise_mode="global",
+        source_mask=SourceMaskConfig(grow_factor=0.0),
+    ),
     "default": Config(),
 }
 
