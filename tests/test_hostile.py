@@ -487,6 +487,28 @@ def _existing_file(tmp):
     return Case(_good(tmp), r"exists and is not a tilesky run", out=out, estimate=False)
 
 
+def _overwrite_foreign(kind: str) -> Callable[[Path], Case]:
+    """``--overwrite`` on something tilesky did not write: refused, untouched."""
+
+    def build(tmp):
+        if kind == "directory":
+            out = _existing_other(tmp).out
+        elif kind == "file":
+            out = _existing_file(tmp).out
+        else:
+            out = Path(_zarr(tmp / "other.zarr", _noise()))
+        return Case(
+            _good(tmp),
+            r"exists and is not a tilesky run; choose another path",
+            cli=["--overwrite"],
+            api={"overwrite": True},
+            out=out,
+            estimate=False,
+        )
+
+    return build
+
+
 def _input_is_output(tmp):
     # --overwrite would delete the input before reading it.
     scene = _zarr(tmp / "scene.zarr", _noise())
@@ -636,6 +658,9 @@ CASES = [
     pytest.param(_existing_unfinished, id="existing-unfinished-run"),
     pytest.param(_existing_other, id="existing-directory"),
     pytest.param(_existing_file, id="existing-file"),
+    pytest.param(_overwrite_foreign("directory"), id="overwrite-user-directory"),
+    pytest.param(_overwrite_foreign("file"), id="overwrite-user-file"),
+    pytest.param(_overwrite_foreign("zarr"), id="overwrite-foreign-zarr"),
     pytest.param(_bad_input_keeps_run, id="bad-input-with-overwrite"),
     pytest.param(_nan_over_finished_run, id="all-nan-with-overwrite"),
     pytest.param(_input_is_output, id="output-is-input"),

@@ -216,13 +216,21 @@ class RunStore:
         """
         status = run_status(self.url, storage_options=self.storage_options)
         shown = _display(self.url)
+        foreign = status not in (None, COMPLETE, RUNNING) or (
+            status is None
+            and _path_exists(self.url, self.storage_options)
+            and (not overwrite or not _path_is_empty(self.url, self.storage_options))
+        )
+        if foreign:
+            # Overwriting deletes everything under the path: only what
+            # tilesky wrote (or nothing) may be deleted.
+            msg = (
+                f"output {shown!r} exists and is not a tilesky run; choose another "
+                "path (overwrite=True replaces only a tilesky run or an empty "
+                "directory)"
+            )
+            raise OutputExistsError(msg, params="overwrite")
         if status is not None and not overwrite:
-            if status not in (COMPLETE, RUNNING):
-                msg = (
-                    f"output {shown!r} exists and is not a tilesky run; "
-                    "choose another path or pass overwrite=True"
-                )
-                raise OutputExistsError(msg, params="overwrite")
             if resume:
                 self.group = _open_group(self.url, "r+", self.storage_options)
                 self._check_same_run(attrs, status)
@@ -235,16 +243,6 @@ class RunStore:
             )
             msg = f"output {shown!r} already exists ({kind}); pass {hint}"
             raise OutputExistsError(msg, params=("resume", "overwrite"))
-        if (
-            status is None
-            and _path_exists(self.url, self.storage_options)
-            and not overwrite
-        ):
-            msg = (
-                f"output {shown!r} exists and is not a tilesky run; "
-                "choose another path or pass overwrite=True"
-            )
-            raise OutputExistsError(msg, params="overwrite")
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
             self._fresh = True
@@ -583,6 +581,19 @@ def _path_exists(url: str, storage_options: dict | None) -> bool:
         return bool(fs.exists(path))
     except Exception:
         return False
+
+
+def _path_is_empty(url: str, storage_options: dict | None) -> bool:
+    """True when nothing is at ``url`` or it is an empty directory."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(path):
+            return True
+        return fs.isdir(path) and not fs.ls(path, detail=False)
+    except Exception:
+        return True
 
 
 def _jsonable(value: Any) -> Any:
