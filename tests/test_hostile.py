@@ -649,6 +649,25 @@ CASES = [
         _set("final_mesh.box_size=big", r"box_size must be an integer.*'big'"),
         id="set-box-size-word",
     ),
+    pytest.param(
+        _set("final_mesh.sigma_clip_maxiters=true", r"maxiters must be an integer"),
+        id="set-maxiters-true",
+    ),
+    pytest.param(
+        _set("smoothfit.order=true", r"smoothfit.order must be 0, 1 or 2, got True"),
+        id="set-order-true",
+    ),
+    pytest.param(
+        _set("n_rounds=1000000", r"n_rounds must be an integer between 1 and 20"),
+        id="set-n-rounds-huge",
+    ),
+    pytest.param(
+        _set(
+            "first_mask.dilate_radius=100000",
+            r"dilate_radius must be an integer between 0 and 256",
+        ),
+        id="set-dilate-radius-huge",
+    ),
     pytest.param(_chunks("abc", "abc"), id="chunks-word"),
     pytest.param(_chunks("0", 0), id="chunks-zero"),
     pytest.param(_chunks("10,20,30", (10, 20, 30)), id="chunks-three"),
