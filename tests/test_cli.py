@@ -366,6 +366,7 @@ def test_grouped_block_writes_resume_per_array_and_block(tmp_path):
 
     # A killed run: one block of "twice" never reached the store.
     (tmp_path / "run.zarr" / "twice" / "c" / "1" / "0").unlink()
+    store.release()  # the killed run's lock went with its process
     resumed = RunStore(url)
     assert resumed.create(resume=True)
     with dask.config.set(scheduler="sync"):

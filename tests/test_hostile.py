@@ -487,6 +487,28 @@ def _existing_file(tmp):
     return Case(_good(tmp), r"exists and is not a tilesky run", out=out, estimate=False)
 
 
+def _overwrite_foreign(kind: str) -> Callable[[Path], Case]:
+    """``--overwrite`` on something tilesky did not write: refused, untouched."""
+
+    def build(tmp):
+        if kind == "directory":
+            out = _existing_other(tmp).out
+        elif kind == "file":
+            out = _existing_file(tmp).out
+        else:
+            out = Path(_zarr(tmp / "other.zarr", _noise()))
+        return Case(
+            _good(tmp),
+            r"exists and is not a tilesky run; choose another path",
+            cli=["--overwrite"],
+            api={"overwrite": True},
+            out=out,
+            estimate=False,
+        )
+
+    return build
+
+
 def _input_is_output(tmp):
     # --overwrite would delete the input before reading it.
     scene = _zarr(tmp / "scene.zarr", _noise())
@@ -627,6 +649,25 @@ CASES = [
         _set("final_mesh.box_size=big", r"box_size must be an integer.*'big'"),
         id="set-box-size-word",
     ),
+    pytest.param(
+        _set("final_mesh.sigma_clip_maxiters=true", r"maxiters must be an integer"),
+        id="set-maxiters-true",
+    ),
+    pytest.param(
+        _set("smoothfit.order=true", r"smoothfit.order must be 0, 1 or 2, got True"),
+        id="set-order-true",
+    ),
+    pytest.param(
+        _set("n_rounds=1000000", r"n_rounds must be an integer between 1 and 20"),
+        id="set-n-rounds-huge",
+    ),
+    pytest.param(
+        _set(
+            "first_mask.dilate_radius=100000",
+            r"dilate_radius must be an integer between 0 and 256",
+        ),
+        id="set-dilate-radius-huge",
+    ),
     pytest.param(_chunks("abc", "abc"), id="chunks-word"),
     pytest.param(_chunks("0", 0), id="chunks-zero"),
     pytest.param(_chunks("10,20,30", (10, 20, 30)), id="chunks-three"),
@@ -636,6 +677,9 @@ CASES = [
     pytest.param(_existing_unfinished, id="existing-unfinished-run"),
     pytest.param(_existing_other, id="existing-directory"),
     pytest.param(_existing_file, id="existing-file"),
+    pytest.param(_overwrite_foreign("directory"), id="overwrite-user-directory"),
+    pytest.param(_overwrite_foreign("file"), id="overwrite-user-file"),
+    pytest.param(_overwrite_foreign("zarr"), id="overwrite-foreign-zarr"),
     pytest.param(_bad_input_keeps_run, id="bad-input-with-overwrite"),
     pytest.param(_nan_over_finished_run, id="all-nan-with-overwrite"),
     pytest.param(_input_is_output, id="output-is-input"),

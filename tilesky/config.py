@@ -41,6 +41,13 @@ NOISE_MODES = ("auto", "global", "local")
 FINAL_METHODS = ("mesh", "smoothfit")
 
 
+#: Bounds that keep time and memory finite: more rounds than this never
+#: change the mask, and a dilation footprint of (2r+1)^2 pixels beyond this
+#: radius would need more memory than a tile.
+MAX_ROUNDS = 20
+MAX_DILATE_RADIUS = 256
+
+
 def _pair(name: str, value: Any) -> tuple[int, int]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = (value, value)
@@ -160,10 +167,11 @@ class FirstMaskConfig:
         if (
             isinstance(self.dilate_radius, bool)
             or not isinstance(self.dilate_radius, int)
-            or self.dilate_radius < 0
+            or not 0 <= self.dilate_radius <= MAX_DILATE_RADIUS
         ):
             msg = (
-                "first_mask.dilate_radius must be an integer >= 0, "
+                "first_mask.dilate_radius must be an integer between 0 and "
+                f"{MAX_DILATE_RADIUS}, "
                 f"got {self.dilate_radius!r}"
             )
             raise ConfigError(msg)
@@ -250,7 +258,8 @@ class MeshConfig:
         if self.filter_threshold is not None:
             _number("filter_threshold", self.filter_threshold)
         if (
-            not isinstance(self.sigma_clip_maxiters, int)
+            isinstance(self.sigma_clip_maxiters, bool)
+            or not isinstance(self.sigma_clip_maxiters, int)
             or self.sigma_clip_maxiters < 1
         ):
             msg = (
@@ -450,7 +459,7 @@ class SmoothFitConfig:
             msg = f"smoothfit.step must be an integer >= 1, got {self.step!r}"
             raise ConfigError(msg)
         _positive("smoothfit.truncate", self.truncate)
-        if self.order not in (0, 1, 2):
+        if isinstance(self.order, bool) or self.order not in (0, 1, 2):
             msg = f"smoothfit.order must be 0, 1 or 2, got {self.order!r}"
             raise ConfigError(msg)
 
@@ -539,8 +548,12 @@ class Config:
         if isinstance(self.n_rounds, bool) or not isinstance(self.n_rounds, int):
             msg = f"n_rounds must be an integer >= 1, got {self.n_rounds!r}"
             raise ConfigError(msg)
-        if self.n_rounds < 1:
-            msg = f"n_rounds must be an integer >= 1, got {self.n_rounds!r}"
+        if not 1 <= self.n_rounds <= MAX_ROUNDS:
+            # Each round rewrites every checkpoint; the mask converges in 2-3.
+            msg = (
+                f"n_rounds must be an integer between 1 and {MAX_ROUNDS}, "
+                f"got {self.n_rounds!r}"
+            )
             raise ConfigError(msg)
         _positive("smooth_truncate", self.smooth_truncate)
         _number("depth_ratio", self.depth_ratio)

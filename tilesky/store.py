@@ -30,8 +30,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
+import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -197,6 +201,7 @@ class RunStore:
         # Created empty by this object: no block of it exists yet.
         self._fresh = False
         self._run = uuid.uuid4().hex
+        self._unlock: Any = lambda: None
         #: Arrays of this store (by dask name) that tiles may read from Zarr
         #: themselves (see :class:`~tilesky.backends.ZarrSource`).
         self.sources: dict[str, ZarrSource] = {}
@@ -228,16 +233,26 @@ class RunStore:
         """
         status = run_status(self.url, storage_options=self.storage_options)
         shown = _display(self.url)
+        foreign = status not in (None, COMPLETE, RUNNING) or (
+            status is None
+            and _path_exists(self.url, self.storage_options)
+            and (not overwrite or not _path_is_empty(self.url, self.storage_options))
+        )
+        if foreign:
+            # Overwriting deletes everything under the path: only what
+            # tilesky wrote (or nothing) may be deleted.
+            msg = (
+                f"output {shown!r} exists and is not a tilesky run; choose another "
+                "path (overwrite=True replaces only a tilesky run or an empty "
+                "directory)"
+            )
+            raise OutputExistsError(msg, params="overwrite")
         if status is not None and not overwrite:
-            if status not in (COMPLETE, RUNNING):
-                msg = (
-                    f"output {shown!r} exists and is not a tilesky run; "
-                    "choose another path or pass overwrite=True"
-                )
-                raise OutputExistsError(msg, params="overwrite")
             if resume:
                 self.group = _open_group(self.url, "r+", self.storage_options)
                 self._check_same_run(attrs, status)
+                if status == RUNNING:
+                    self._lock()
                 return status == RUNNING
             kind = "a finished run" if status == COMPLETE else "an unfinished run"
             hint = (
@@ -247,26 +262,48 @@ class RunStore:
             )
             msg = f"output {shown!r} already exists ({kind}); pass {hint}"
             raise OutputExistsError(msg, params=("resume", "overwrite"))
-        if (
-            status is None
-            and _path_exists(self.url, self.storage_options)
-            and not overwrite
-        ):
-            msg = (
-                f"output {shown!r} exists and is not a tilesky run; "
-                "choose another path or pass overwrite=True"
-            )
-            raise OutputExistsError(msg, params="overwrite")
+        if status is not None:
+            # Refuse before deleting: another run may be writing there.
+            _check_lock(self.url, shown)
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
             self._fresh = True
         except Exception as exc:
             msg = f"cannot create output {shown!r}: {exc}"
             raise StoreError(msg) from None
+        self._lock()
         self.group.attrs.update(
             {STATUS_KEY: RUNNING, "tilesky_version": __version__, **dict(attrs or {})}
         )
         return True
+
+    def _lock(self) -> None:
+        """Take the output's lock (local stores): one writer per output."""
+        path = _lock_path(self.url)
+        if path is None:
+            return
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": time.time(),
+            "run": self._run,
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                _check_lock(self.url, _display(self.url))
+                continue  # the stale lock was removed
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+            self._unlock = weakref.finalize(self, _release_lock, path, self._run)
+            return
+        msg = f"cannot lock output {_display(self.url)!r}: another run took it"
+        raise StoreError(msg)
+
+    def release(self) -> None:
+        """Give up the output's lock (the run finished or failed)."""
+        self._unlock()
 
     def _check_same_run(self, attrs: Mapping[str, Any] | None, status: str) -> None:
         """Refuse to resume a run started from other inputs or settings."""
@@ -291,6 +328,7 @@ class RunStore:
         """Delete the group (used when a new run fails before any block)."""
         import fsspec
 
+        self.release()
         try:
             fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
             fs.rm(path, recursive=True)
@@ -338,6 +376,7 @@ class RunStore:
             # reads it and then opens the group with one request.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(self.group.store)
+        self.release()
 
     # -- arrays -----------------------------------------------------------------
     def _existing_blocks(self, path: str) -> set[tuple[int, ...]]:
@@ -582,6 +621,8 @@ class RunStore:
         """
         pending, self._pending = self._pending, []
         if not pending:
+            if not raise_errors:
+                self.release()
             return
         from distributed import wait
 
@@ -613,6 +654,9 @@ class RunStore:
                 "finish (the cluster stopped?); run again with resume=True"
             )
             error = StoreError(msg, params="resume")
+        if not raise_errors:
+            # Only a run that failed drains without raising: it writes no more.
+            self.release()
         if error is not None and raise_errors:
             raise error
 
@@ -680,6 +724,78 @@ def _path_exists(url: str, storage_options: dict | None) -> bool:
         return bool(fs.exists(path))
     except Exception:
         return False
+
+
+LOCK = ".tilesky-lock"
+
+
+def _lock_path(url: str) -> str | None:
+    """The lock file of a local store; None for object stores."""
+    if "://" in url and not url.startswith("file://"):
+        return None
+    return os.path.join(url.removeprefix("file://"), LOCK)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_lock(url: str, shown: str) -> None:
+    """Refuse when a live run holds the lock; remove a stale one."""
+    path = _lock_path(url)
+    if path is None or not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            owner = json.load(f)
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        owner, pid, host = None, -1, ""
+    if owner is not None and host == socket.gethostname() and not _pid_alive(pid):
+        log.info("removing the stale lock of %s (process %d is gone)", shown, pid)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    if owner is None:
+        msg = (
+            f"output {shown!r} has an unreadable lock file {LOCK}; if no run is "
+            "writing there, delete that file"
+        )
+        raise StoreError(msg)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("time", 0)))
+    msg = (
+        f"output {shown!r} is being written by another run (process {pid} on "
+        f"{host}, since {since}); wait for it to end, or delete {LOCK} if it is gone"
+    )
+    raise StoreError(msg)
+
+
+def _release_lock(path: str, run: str) -> None:
+    """Remove the lock file if this run still holds it."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(path, encoding="utf-8") as f:
+            if json.load(f).get("run") != run:
+                return
+        os.remove(path)
+
+
+def _path_is_empty(url: str, storage_options: dict | None) -> bool:
+    """True when nothing is at ``url`` or it is an empty directory."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(path):
+            return True
+        return fs.isdir(path) and not fs.ls(path, detail=False)
+    except Exception:
+        return True
 
 
 def _jsonable(value: Any) -> Any:

@@ -139,7 +139,14 @@ def _pick_array(
                 members[variable] = node[variable].shape
     name = pick_variable(members, group_attrs, variable, f"Zarr group {label!r}")
     try:
-        array = node[name]
+        # Consolidated metadata may be stale (written before the array was
+        # resized or rewritten): the array's own metadata is authoritative.
+        array = zarr.open_array(
+            store=node.store,
+            path=node[name].path,
+            mode="r",
+            zarr_format=node.metadata.zarr_format,
+        )
     except Exception as exc:
         msg = f"cannot open array {name!r} of {label!r}: {describe(exc)}"
         raise InputError(msg) from exc
