@@ -64,7 +64,7 @@ else:
     import sep
     bkg = sep.Background(np.ascontiguousarray(scene, dtype=np.float32),
                          bw=box, bh=box, fw=filt, fh=filt).back()
-zarr.save_array(out, np.asarray(bkg, dtype=np.float32))
+zarr.save_array(out, np.asarray(bkg, dtype=np.float32), overwrite=True)
 """
 
 
