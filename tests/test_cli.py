@@ -537,3 +537,23 @@ def test_unfinished_store_is_never_read_as_finished(tmp_path):
     group.attrs["tilesky_status"] = "running"
     with pytest.raises(StoreError, match="did not finish"):
         open_run(str(out))
+
+
+def test_metrics_read_the_scene_the_run_keeps(sim, tmp_path):
+    """A kept scene stays referenced for the metrics; other kept arrays do not."""
+    import dask.array as da
+
+    from tilesky.cluster import execution
+    from tilesky.store import WORK, RunStore
+
+    with execution(None, dashboard=False, announce=lambda msg: None):
+        store = RunStore(str(tmp_path / "run.zarr"))
+        assert store.create(overwrite=False, resume=False, attrs={})
+        store.keep_bytes = 1
+        store.remember = frozenset({f"{WORK}/scene"})
+        scene = da.ones((60, 80), chunks=30, dtype=np.float32)
+        kept = store.checkpoint_many({"scene": scene, "ring": scene * 2})
+        assert set(store.held) == {f"{WORK}/scene"}
+        assert store.held[f"{WORK}/scene"].name == kept["scene"].name
+        np.testing.assert_array_equal(store.held[f"{WORK}/scene"].compute(), 1.0)
+        store.drain()

@@ -265,6 +265,14 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _announce_compiling() -> None:
+    """Say so when this run compiles the numba kernels (a cold cache)."""
+    from tilesky.kernels._cache import kernels_cache_cold
+
+    if kernels_cache_cold():
+        _say("tilesky: compiling kernels (first run only)...")
+
+
 def _storage_options(args) -> dict:
     from tilesky.io import parse_storage_options
 
@@ -293,6 +301,7 @@ def _cmd_run(args) -> int:
         show_progress(progress),
     ):
         _resume_gc()
+        _announce_compiling()
         run = run_to_store(
             args.input,
             args.output,
@@ -472,6 +481,7 @@ def _cmd_demo(args) -> int:
             overwrite=True,
         )
         _say(f"tilesky: simulated the notebook scene to {scene}")
+        _announce_compiling()
         result = run_to_store(
             str(scene), str(run), config=cfg, chunks=args.chunks, overwrite=True
         )

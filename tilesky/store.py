@@ -195,6 +195,12 @@ class RunStore:
         # bytes of intermediates kept in the workers' memory.
         self._pending: list = []
         self._held_bytes = 0
+        #: Store paths whose arrays, when kept in the workers' memory, stay
+        #: referenced in ``held`` (the metrics read the run's scene from
+        #: there rather than from the input again); others are freed once
+        #: the pipeline drops them.
+        self.remember: frozenset[str] = frozenset()
+        self.held: dict[str, da.Array] = {}
         #: What keeping every intermediate of this run in memory would take
         #: (set by the pipeline's driver); None: never keep.
         self.keep_bytes: int | None = None
@@ -493,6 +499,11 @@ class RunStore:
         if client is not None:
             # Computing starts before the arrays' metadata is written.
             arrays = client.persist(arrays)
+            self.held.update(
+                (item[0], arr)
+                for item, arr in zip(items, arrays, strict=True)
+                if item[0] in self.remember
+            )
             if not write_kept:
                 return arrays
             targets = [self._target(*item) for item in items]

@@ -1,0 +1,45 @@
+"""The first run on a cold numba cache says it compiles; a warm one does not."""
+
+import os
+import subprocess
+import sys
+
+MESSAGE = "compiling kernels (first run only)"
+
+
+def _cli(args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "tilesky.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_cold_cache_is_announced_once(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    scene = tmp_path / "scene.zarr"
+    sim = _cli(
+        ["simulate", str(scene), "--shape", "200", "240", "--scheduler", "threads"],
+        env,
+    )
+    assert sim.returncode == 0, sim.stderr
+    args = ["run", str(scene), str(tmp_path / "run.zarr"), "--no-report"]
+    first = _cli([*args, "--scheduler", "threads"], env)
+    assert first.returncode == 0, first.stderr
+    assert MESSAGE in first.stderr
+    second = _cli([*args, "--overwrite", "--scheduler", "threads"], env)
+    assert second.returncode == 0, second.stderr
+    assert MESSAGE not in second.stderr
+    assert "wrote" in second.stderr
+
+
+def test_cache_check_follows_numba_cache_dir(tmp_path):
+    code = "from tilesky.kernels._cache import kernels_cache_cold as c; print(c())"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert out.stdout.strip() == "True", out.stderr
