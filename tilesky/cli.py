@@ -432,7 +432,8 @@ def _refuse_existing_output(args, opts: dict) -> None:
 
 def _cmd_simulate(args) -> int:
     from tilesky.cluster import execution
-    from tilesky.simulate import _check_target, write_simulation
+    from tilesky.simulate import write_simulation
+    from tilesky.simulate._scene import _check_target
 
     opts = _storage_options(args)
     # Before the cluster starts: an existing OUT is refused in a second.

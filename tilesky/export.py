@@ -70,6 +70,16 @@ def celestial_header(header_text: str | None) -> fits.Header:
 def config_hash(config: dict | None) -> str:
     """The first 16 hex digits of the SHA-256 of a run's configuration.
 
+    Parameters
+    ----------
+    config : dict or None
+        The run's configuration as stored (``Config.to_dict()``).
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits, the same for equal configurations.
+
     Examples
     --------
     >>> config_hash({"n_rounds": 1}) == config_hash({"n_rounds": 1})
@@ -116,6 +126,8 @@ def map_header(
     Returns
     -------
     astropy.io.fits.Header
+        Layout, the input's observation keywords, its celestial WCS and
+        tilesky's provenance.
     """
     header = fits.Header()
     header["SIMPLE"] = True
