@@ -83,18 +83,7 @@ def _add_storage_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tilesky",
-        description="Tiled sky-background estimation for large astronomical images.",
-    )
-    parser.add_argument("--version", action="version", version=f"tilesky {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks and debug logging"
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_run_command(sub) -> None:
     run = sub.add_parser(
         "run",
         help="estimate the background of an image into a run store",
@@ -157,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_execution(run)
 
+
+def _add_sim_command(sub) -> None:
     sim = sub.add_parser(
         "simulate",
         help="make the reference notebook's scene (with its truth) at any size",
@@ -186,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_execution(sim)
 
+
+def _add_report_command(sub) -> None:
     report = sub.add_parser(
         "report",
         help="plots and an HTML page of a finished run",
@@ -198,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_storage_option(report)
 
+
+def _add_export_command(sub) -> None:
     export = sub.add_parser(
         "export",
         help="write a finished run's maps as FITS files with the input's header",
@@ -219,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_storage_option(export)
 
+
+def _add_validate_command(sub) -> None:
     from tilesky.validate import add_arguments as _validate_arguments
 
     validate = sub.add_parser(
@@ -231,6 +228,8 @@ def _parser() -> argparse.ArgumentParser:
     _validate_arguments(validate)
     _add_storage_option(validate)
 
+
+def _add_demo_command(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="simulate the notebook scene and run the pipeline on it",
@@ -258,6 +257,26 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed of the scene (default: %(default)s)",
     )
     _add_execution(demo)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tilesky",
+        description="Tiled sky-background estimation for large astronomical images.",
+    )
+    parser.add_argument("--version", action="version", version=f"tilesky {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logging"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    _add_run_command(sub)
+    _add_sim_command(sub)
+    _add_report_command(sub)
+    _add_export_command(sub)
+    _add_validate_command(sub)
+    _add_demo_command(sub)
     return parser
 
 
