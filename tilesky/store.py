@@ -46,6 +46,7 @@ import zarr
 from zarr.core.sync import sync
 
 from tilesky import _progress
+from tilesky._lock import _check_lock, _lock_path, _release_lock
 from tilesky._version import __version__
 from tilesky.backends._tile_map import ZarrSource
 from tilesky.errors import OutputExistsError, StoreError
@@ -735,65 +736,6 @@ def _path_exists(url: str, storage_options: dict | None) -> bool:
         return bool(fs.exists(path))
     except Exception:
         return False
-
-
-LOCK = ".tilesky-lock"
-
-
-def _lock_path(url: str) -> str | None:
-    """The lock file of a local store; None for object stores."""
-    if "://" in url and not url.startswith("file://"):
-        return None
-    return os.path.join(url.removeprefix("file://"), LOCK)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _check_lock(url: str, shown: str) -> None:
-    """Refuse when a live run holds the lock; remove a stale one."""
-    path = _lock_path(url)
-    if path is None or not os.path.exists(path):
-        return
-    try:
-        with open(path, encoding="utf-8") as f:
-            owner = json.load(f)
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        owner, pid, host = None, -1, ""
-    if owner is not None and host == socket.gethostname() and not _pid_alive(pid):
-        log.info("removing the stale lock of %s (process %d is gone)", shown, pid)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-        return
-    if owner is None:
-        msg = (
-            f"output {shown!r} has an unreadable lock file {LOCK}; if no run is "
-            "writing there, delete that file"
-        )
-        raise StoreError(msg)
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("time", 0)))
-    msg = (
-        f"output {shown!r} is being written by another run (process {pid} on "
-        f"{host}, since {since}); wait for it to end, or delete {LOCK} if it is gone"
-    )
-    raise StoreError(msg)
-
-
-def _release_lock(path: str, run: str) -> None:
-    """Remove the lock file if this run still holds it."""
-    with contextlib.suppress(OSError, ValueError):
-        with open(path, encoding="utf-8") as f:
-            if json.load(f).get("run") != run:
-                return
-        os.remove(path)
 
 
 def _path_is_empty(url: str, storage_options: dict | None) -> bool:

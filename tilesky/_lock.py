@@ -1,0 +1,80 @@
+"""One writer per output: the lock file a run holds in its local store.
+
+``OUT/.tilesky-lock`` records the owner's pid, host, start time and run id.
+A second run on the same output is refused while the owner lives; the lock
+of a process that is gone (on this host) is removed and taken over. Object
+stores have no lock (there is no atomic create-if-absent to build it on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+
+from tilesky.errors import StoreError
+
+__all__ = ["LOCK"]
+
+log = logging.getLogger("tilesky")
+
+LOCK = ".tilesky-lock"
+
+
+def _lock_path(url: str) -> str | None:
+    """The lock file of a local store; None for object stores."""
+    if "://" in url and not url.startswith("file://"):
+        return None
+    return os.path.join(url.removeprefix("file://"), LOCK)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_lock(url: str, shown: str) -> None:
+    """Refuse when a live run holds the lock; remove a stale one."""
+    path = _lock_path(url)
+    if path is None or not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            owner = json.load(f)
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        owner, pid, host = None, -1, ""
+    if owner is not None and host == socket.gethostname() and not _pid_alive(pid):
+        log.info("removing the stale lock of %s (process %d is gone)", shown, pid)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    if owner is None:
+        msg = (
+            f"output {shown!r} has an unreadable lock file {LOCK}; if no run is "
+            "writing there, delete that file"
+        )
+        raise StoreError(msg)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("time", 0)))
+    msg = (
+        f"output {shown!r} is being written by another run (process {pid} on "
+        f"{host}, since {since}); wait for it to end, or delete {LOCK} if it is gone"
+    )
+    raise StoreError(msg)
+
+
+def _release_lock(path: str, run: str) -> None:
+    """Remove the lock file if this run still holds it."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(path, encoding="utf-8") as f:
+            if json.load(f).get("run") != run:
+                return
+        os.remove(path)
