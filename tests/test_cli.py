@@ -176,9 +176,9 @@ def test_a_kept_scene_is_not_written(sim, tmp_path, capsys, monkeypatch, kept):
     written = []
     write_tasks = RunStore._write_tasks
 
-    def spy(self, arrays, targets, existing, run=None):
+    def spy(self, arrays, targets, existing):
         written.extend(t.path for t in targets)
-        return write_tasks(self, arrays, targets, existing, run)
+        return write_tasks(self, arrays, targets, existing)
 
     monkeypatch.setattr(RunStore, "_write_tasks", spy)
     args = ["--chunks", "150", "--no-report"]
@@ -401,11 +401,11 @@ def test_failed_background_write_fails_the_run(sim, tmp_path, capsys, monkeypatc
 
     write = store_module._write_block
 
-    def refuse_background(block, url, options, path, region, run=None):
+    def refuse_background(block, url, options, path, region):
         if path == "background":
             msg = f"[Errno 13] Permission denied: {url}/{path}"
             raise PermissionError(msg)
-        return write(block, url, options, path, region, run)
+        return write(block, url, options, path, region)
 
     monkeypatch.setattr(store_module, "_write_block", refuse_background)
     out = tmp_path / "run.zarr"

@@ -135,17 +135,7 @@ def open_run(url: str, *, storage_options: dict | None = None):
         return xr.open_zarr(url, consolidated=None, **kw)
 
 
-#: Runs whose remaining checkpoint writes are no longer wanted (their
-#: outputs are written, or they failed). Seen by the write tasks of the
-#: in-process worker only; worker processes write every checkpoint block.
-_SKIP_CHECKPOINTS: set[str] = set()
-
-
-def _write_block(
-    block: np.ndarray, url: str, storage_options, path: str, region, run=None
-):
-    if run is not None and run in _SKIP_CHECKPOINTS:
-        return 0
+def _write_block(block: np.ndarray, url: str, storage_options, path: str, region):
     # The run store is always Zarr v3: saying so spares every block write the
     # v2 metadata probes (four requests per block on an object store).
     arr = zarr.open_array(
@@ -159,14 +149,14 @@ def _write_block(
     return 1
 
 
-def _write_blocks(blocks, url: str, storage_options, paths, regions, run=None) -> int:
+def _write_blocks(blocks, url: str, storage_options, paths, regions) -> int:
     """Write one block of each of several arrays; the number written.
 
     A failing write fails the task: the blocks it wrote before stay in the
     store (a resumed run skips them) but are not counted as written.
     """
     return sum(
-        _write_block(block, url, storage_options, path, region, run)
+        _write_block(block, url, storage_options, path, region)
         for block, path, region in zip(blocks, paths, regions, strict=True)
     )
 
@@ -195,6 +185,9 @@ class RunStore:
         # Block writes still running (futures) while the run goes on, and the
         # bytes of intermediates kept in the workers' memory.
         self._pending: list = []
+        # The checkpoint writes among them: a finishing run cancels those not
+        # yet started, since nothing will read them.
+        self._pending_work: list = []
         self._held_bytes = 0
         #: Store paths whose arrays, when kept in the workers' memory, stay
         #: referenced in ``held`` (the metrics read the run's scene from
@@ -510,10 +503,11 @@ class RunStore:
             targets = [self._target(*item) for item in items]
             existing = [set() for _ in items]
             work = all(item[0].startswith(f"{WORK}/") for item in items)
-            tasks = self._write_tasks(
-                arrays, targets, existing, run=self._run if work else None
-            )
-            self._pending.extend(client.compute(tasks, priority=-1 if work else 0))
+            tasks = self._write_tasks(arrays, targets, existing)
+            futures = client.compute(tasks, priority=-1 if work else 0)
+            self._pending.extend(futures)
+            if work:
+                self._pending_work.extend(futures)
             return arrays
         targets = [self._target(*item) for item in items]
         existing = [self._existing_blocks(t.path) for t in targets]
@@ -550,7 +544,7 @@ class RunStore:
         self._held_bytes += nbytes
         return client
 
-    def _write_tasks(self, arrays, targets, existing, run=None) -> list:
+    def _write_tasks(self, arrays, targets, existing) -> list:
         """One task per block position: it writes that block of every array.
 
         Arrays with the same block grid (the full-resolution maps and the
@@ -588,7 +582,6 @@ class RunStore:
                     self.storage_options or None,
                     [e[1] for e in entries],
                     [e[2] for e in entries],
-                    run,
                     dask_key_name=(name, *index),
                 )
             )
@@ -632,26 +625,28 @@ class RunStore:
             leave behind.
         """
         pending, self._pending = self._pending, []
+        work, self._pending_work = self._pending_work, []
         if not pending:
             if not raise_errors:
                 self.release()
             return
         from distributed import wait
 
-        _SKIP_CHECKPOINTS.add(self._run)
-        try:
-            # wait() raises once all are done if some were cancelled; every
-            # future that did not finish is accounted for below.
-            with contextlib.suppress(Exception):
-                wait(pending)
-        finally:
-            _SKIP_CHECKPOINTS.discard(self._run)
+        skipped = {f.key for f in work if f.status == "pending"}
+        if skipped:
+            work[0].client.cancel([f for f in work if f.key in skipped])
+        # wait() raises once all are done if some were cancelled; every
+        # future that did not finish is accounted for below.
+        with contextlib.suppress(Exception):
+            wait(pending)
         error = None
         unfinished = 0
         finished = []
         for future in pending:
             if future.status == "finished":
                 finished.append(future)
+            elif future.key in skipped and future.status == "cancelled":
+                continue
             elif future.status == "error":
                 error = error or future.exception()
             else:
