@@ -51,7 +51,8 @@ def bridged_fit(scene, mask, bridge, *, scale, order, truncate, step, coverage):
     )
     with np.errstate(invalid="ignore"):
         blend = weight * value + (np.float32(1) - weight) * bridge
-    out = np.where(weight > 0, blend, bridge)
+    # The fit where it has a value and some weight; the bridge elsewhere.
+    out = np.where((weight > 0) & ~np.isnan(value), blend, bridge)
     # No bridge (a hole wider than even its window): the fit where it has
     # one, else NaN for the mesh to fill.
     out = np.where(np.isnan(bridge), value, out)
