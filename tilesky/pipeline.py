@@ -6,12 +6,15 @@ reference notebook and the design brief):
 1. the scene in float32, read once; the statistics' scene without the
    user's mask;
 2. ring median of the scene (:mod:`tilesky.stages._ring_median`);
-3. its noise: global (:mod:`~tilesky.stages._noise`) or a local mesh RMS
-   map; the first mask (:mod:`~tilesky.stages._first_mask`);
+3. its noise: global (:mod:`~tilesky.stages._noise`, on the image
+   whitened by the weight map's depth when there is one) or a local mesh
+   RMS map; the first mask (:mod:`~tilesky.stages._first_mask`);
 4. the first mesh background (:mod:`~tilesky.stages._mesh`);
-5. ``n_rounds`` times: the residual, its noise, multi-scale masks
-   (:mod:`~tilesky.stages._source_mask`), then the final background (the
-   smooth fit with the mesh filling its holes, or the mesh alone);
+5. ``n_rounds`` times: the residual; in the first round, the depth model
+   (:mod:`~tilesky.stages._depth`); its noise, multi-scale masks grown by
+   size (:mod:`~tilesky.stages._source_mask`), then the final background
+   (the smooth fit blended into its wide bridge and with the mesh filling
+   what is left, or the mesh alone);
 6. ``subtracted``.
 
 Each step names the values it reads and writes; :func:`run_pipeline` runs
