@@ -203,7 +203,6 @@ def _round_steps(cfg: Config, rnd: int) -> list[Step]:
                     functools.partial(_depth.estimated_depth, cfg=cfg),
                     ("residual", "mask", "depth"),
                     ("depth", "depth_model"),
-                    checkpoint={"depth": "depth_map"},
                 )
             )
         steps += [

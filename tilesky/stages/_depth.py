@@ -83,4 +83,6 @@ def estimated_depth(backend, residual, mask, depth, *, cfg: Config):
     _, rms = to_pixels(
         backend, meshes, m, like=residual, label="depth", maps=("background_rms",)
     )
-    return rms, {"model": "local map", **evidence}
+    # Materialized once for the rounds' thresholds; a weight's map is a
+    # pointwise function of the weight and is not worth writing.
+    return backend.checkpoint("depth_map", rms), {"model": "local map", **evidence}
