@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _reference_kernels import smoothfit_reference
+from _reference_kernels import smoothfit_binned_reference, smoothfit_reference
 from scipy import ndimage
 
 from tilesky.config import Config, ConfigError, SmoothFitConfig
@@ -73,6 +73,43 @@ def test_grid_points_match_reference(order, scale, step):
     np.testing.assert_array_equal(fast[::step, ::step], at_pixels.astype(np.float32))
 
 
+@pytest.mark.parametrize(
+    ("order", "scale", "step", "binning"),
+    [(2, 8.0, 6, 3), (2, 8.0, 6, 2), (1, 20.0, 10, 5), (0, 6.0, 6, 6), (2, 25.0, 6, 3)],
+)
+def test_binned_grid_points_match_direct_least_squares(order, scale, step, binning):
+    # Odd shape: the last bin row and column are partial.
+    image, mask = _scene(shape=(157, 203))
+    ref = smoothfit_binned_reference(
+        image,
+        mask,
+        scale=scale,
+        order=order,
+        truncate=4.0,
+        step=step,
+        binning=binning,
+    )
+    fast = _fit(image, mask, scale=scale, order=order, step=step, binning=binning)
+    at_grid = fast[::step, ::step].astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(at_grid), np.isnan(ref))
+    np.testing.assert_allclose(at_grid, ref, rtol=2e-6, atol=0, equal_nan=True)
+
+
+def test_binning_keeps_the_fit_as_good():
+    # The window is only widened by a 3-px box: against the known plane
+    # under the noise, the binned fit is as accurate as the pixel fit.
+    image, mask = _scene(shape=(240, 300), hole=(slice(0, 0), slice(0, 0)))
+    y, x = np.mgrid[0:240, 0:300]
+    truth = 10.0 + 0.02 * x - 0.01 * y
+    pixel = _fit(image, mask, scale=25.0, step=6) - truth
+    binned = _fit(image, mask, scale=25.0, step=6, binning=3) - truth
+    assert not np.array_equal(pixel, binned)
+    rms_pixel, rms_binned = np.std(pixel), np.std(binned)
+    assert abs(rms_binned / rms_pixel - 1) < 0.05
+    # Their difference is well below the fit's own noise.
+    assert np.std(pixel - binned) < 0.3 * rms_pixel
+
+
 def test_step_one_is_the_reference():
     image, mask = _scene((61, 77), seed=3, hole=(slice(20, 30), slice(5, 12)))
     fast = _fit(image, mask, scale=4.0, step=1)
@@ -123,7 +160,7 @@ def test_smooth_field_matches_reference(name):
 # -- (c) tiling exactness ---------------------------------------------------
 
 
-def _tiled(image, mask, tile, *, scale, step):
+def _tiled(image, mask, tile, *, scale, step, binning=1):
     depth = smoothfit_depth(scale, SF.truncate, step=step)
     ny, nx = image.shape
     ty, tx = tile
@@ -134,7 +171,11 @@ def _tiled(image, mask, tile, *, scale, step):
         hy1, hx1 = min(y1 + depth, ny), min(x1 + depth, nx)
         assert hy0 % step == 0 and hx0 % step == 0
         part = _fit(
-            image[hy0:hy1, hx0:hx1], mask[hy0:hy1, hx0:hx1], scale=scale, step=step
+            image[hy0:hy1, hx0:hx1],
+            mask[hy0:hy1, hx0:hx1],
+            scale=scale,
+            step=step,
+            binning=binning,
         )
         out[y0:y1, x0:x1] = part[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
     return out
@@ -158,6 +199,22 @@ def test_tiles_reproduce_whole_image_bit_for_bit(scale, step, tile):
     assert np.isnan(whole).any() == (scale == 5.0)
     tiled = _tiled(image, mask, tile, scale=scale, step=step)
     np.testing.assert_array_equal(tiled, whole)  # NaN == NaN here
+
+
+@pytest.mark.parametrize(
+    ("scale", "step", "binning", "tile"),
+    [
+        (5.0, 6, 3, (18, 24)),  # smaller than the depth (36)
+        (20.0, 6, 3, (30, 30)),
+        (20.0, 6, 2, (60, 90)),
+        (25.0, 30, 10, (60, 60)),  # the bridge's grid, tile < depth (150)
+    ],
+)
+def test_binned_tiles_reproduce_whole_image_bit_for_bit(scale, step, binning, tile):
+    image, mask = _scene()
+    whole = _fit(image, mask, scale=scale, step=step, binning=binning)
+    tiled = _tiled(image, mask, tile, scale=scale, step=step, binning=binning)
+    np.testing.assert_array_equal(tiled, whole)
 
 
 def test_short_halo_is_not_exact():
@@ -234,11 +291,23 @@ def test_invalid_arguments():
         _fit(image, scale=5.0, truncate=0.0)
     with pytest.raises(ValueError, match="mask shape"):
         _fit(image, np.zeros((20, 21), dtype=bool), scale=5.0)
+    with pytest.raises(ValueError, match="binning must be an integer >= 1 that"):
+        _fit(image, scale=5.0, step=6, binning=4)
+    with pytest.raises(ValueError, match="binning must be an integer >= 1 that"):
+        _fit(image, scale=5.0, step=6, binning=0)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("scale", 0.0), ("scale", -1.0), ("truncate", 0.0), ("order", 3), ("step", 0)],
+    [
+        ("scale", 0.0),
+        ("scale", -1.0),
+        ("truncate", 0.0),
+        ("order", 3),
+        ("step", 0),
+        ("binning", 4),
+        ("binning", 0),
+    ],
 )
 def test_same_bounds_as_config(field, value):
     # One rule: what SmoothFitConfig rejects, the kernel rejects too.
@@ -246,6 +315,6 @@ def test_same_bounds_as_config(field, value):
     with pytest.raises(ConfigError, match=f"smoothfit.{field} must be"):
         SmoothFitConfig(**{**params, field: value})
     # The kernel's parameters, by the config's names.
-    kernel = {k: params[k] for k in ("scale", "order", "truncate", "step")}
+    kernel = {k: params[k] for k in ("scale", "order", "truncate", "step", "binning")}
     with pytest.raises(ValueError, match=f"^{field} must be"):
         smoothfit(np.zeros((12, 12), np.float32), **{**kernel, field: value})

@@ -1,8 +1,10 @@
 """Public entry points: choose monolithic or tiled execution, assemble results.
 
-The output follows the input: a numpy array without ``chunks`` runs every
+The output follows the input: a numpy array with ``chunks=None`` runs every
 kernel once on the whole image (the reference path) and returns computed
-arrays; a numpy array with ``chunks`` runs tiled and returns computed arrays;
+arrays; a numpy array with ``chunks`` (or large enough for ``"auto"``, the
+default, to tile it on this process's threads) runs tiled and returns
+computed arrays, the same bits;
 a dask array, an xarray DataArray or a path/URL runs tiled and returns a
 lazily backed Dataset whose intermediates are already materialized.
 """
@@ -25,7 +27,13 @@ from tilesky._version import __version__
 from tilesky.backends import Tiled, WholeImage
 from tilesky.cluster import thread_count
 from tilesky.config import Config, load_config
-from tilesky.io import ImageInput, strip_credentials
+from tilesky.io import (
+    DEFAULT_CHUNK,
+    ImageInput,
+    aligned_chunks,
+    run_tiles,
+    strip_credentials,
+)
 from tilesky.pipeline import PipelineResult, run_pipeline
 from tilesky.store import WORK, RunStore
 
@@ -126,7 +134,7 @@ def estimate_background(
     config: Config | str | None = None,
     preset: str | None = None,
     overrides: Iterable[str] = (),
-    chunks: int | tuple[int, int] | None = None,
+    chunks: int | tuple[int, int] | str | None = "auto",
     mask: Any = None,
     weight: Any = None,
     variable: str | None = None,
@@ -145,9 +153,14 @@ def estimate_background(
         Starting configuration by name (``"default"``, ``"notebook"``).
     overrides : iterable of str
         ``section.key=value`` settings applied last.
-    chunks : int or (int, int), optional
-        Tile size; rounded up to a multiple of every mesh box. A numpy
-        array without ``chunks`` runs monolithically (the reference).
+    chunks : int, (int, int), "auto" or None
+        Tile size; rounded up to a multiple of every mesh box. ``"auto"``
+        (default): a numpy image that makes at least two tiles of
+        :func:`tilesky.io.run_tiles` runs tiled on this process's threads
+        (bit for bit the monolithic result, by the tiling invariant); a
+        smaller one, or any image on one thread, runs monolithically.
+        ``None``: a numpy array runs monolithically (the reference path).
+        Lazy and file inputs keep their own chunks, aligned to the boxes.
     mask : array or str, optional
         True (non-zero) where pixels must be ignored (a user mask); they
         still receive a background.
@@ -178,11 +191,20 @@ def estimate_background(
     True
     """
     cfg = resolve_config(config, preset=preset, overrides=overrides)
+    threads = thread_count()
+    whole = isinstance(data, np.ndarray) and (
+        chunks is None
+        or (chunks == "auto" and not _tiles_pay(np.shape(data), cfg, threads))
+    )
+    auto = chunks == "auto"
+    in_memory = isinstance(data, np.ndarray)
     prepared = prepare(
         data,
         cfg,
-        whole=isinstance(data, np.ndarray) and chunks is None,
-        chunks=chunks,
+        whole=whole,
+        chunks=None if auto else chunks,
+        plan_tiles=auto and in_memory and not whole,
+        threads=threads,
         mask=mask,
         weight=weight,
         variable=variable,
@@ -197,6 +219,21 @@ def estimate_background(
         ds = ds.compute()
     ds.attrs["timings"]["total"] = round(time.perf_counter() - start, 4)
     return ds
+
+
+def _tiles_pay(shape: tuple[int, ...], cfg: Config, threads: int) -> bool:
+    """Whether an in-memory image runs faster tiled on ``threads`` threads.
+
+    Tiling pays once the image makes at least two :func:`run_tiles` tiles
+    for the threads there are; below that it would only add halos.
+    """
+    if threads < 2 or len(shape) != 2:
+        return False
+    pairs = zip(cfg.chunk_multiple, shape, strict=True)
+    multiple = tuple(min(b, int(n)) for b, n in pairs)
+    start = aligned_chunks(shape, DEFAULT_CHUNK, multiple)
+    tiles = run_tiles(tuple(shape), start, multiple, threads=threads)
+    return tiles[0] < shape[0] or tiles[1] < shape[1]
 
 
 @dataclass

@@ -416,6 +416,12 @@ class SmoothFitConfig:
     coverage_low, coverage_high : float
         Window coverage (fraction of its weight on usable pixels) at which
         the fit is all bridge, and from which it is all fit.
+    binning, bridge_binning : int
+        The fit (the bridge) reads ``binning x binning`` bins of pixels
+        (their sums and counts, at the bin centres) instead of single
+        pixels: ``binning**2`` times less work for a window widened by a
+        ``binning``-px box (sigma**2 + binning**2 / 12). Each must divide
+        its grid step; 1 fits pixels.
     """
 
     scale: float = 25.0
@@ -427,6 +433,8 @@ class SmoothFitConfig:
     bridge_step: int = 30
     coverage_low: float = 0.02
     coverage_high: float = 0.15
+    binning: int = 3
+    bridge_binning: int = 10
 
     def __post_init__(self) -> None:
         _positive("smoothfit.scale", self.scale)
@@ -462,6 +470,22 @@ class SmoothFitConfig:
         if isinstance(self.order, bool) or self.order not in (0, 1, 2):
             msg = f"smoothfit.order must be 0, 1 or 2, got {self.order!r}"
             raise ConfigError(msg)
+        for name, value, step in (
+            ("binning", self.binning, "step"),
+            ("bridge_binning", self.bridge_binning, "bridge_step"),
+        ):
+            grid = getattr(self, step)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < 1
+                or grid % value
+            ):
+                msg = (
+                    f"smoothfit.{name} must be an integer >= 1 that divides "
+                    f"smoothfit.{step}={grid}, got {value!r}"
+                )
+                raise ConfigError(msg)
 
 
 def _depth_mesh_default() -> MeshConfig:

@@ -31,14 +31,22 @@ NAME = "smoothfit"
 BRIDGE_NAME = "smoothfit-bridge"
 
 
-def fit(scene, mask, *, scale, order, truncate, step):
+def fit(scene, mask, *, scale, order, truncate, step, binning=1):
     """The smooth fit of ``scene`` outside ``mask``."""
     return smoothfit(
-        scene, mask, scale=scale, order=order, truncate=truncate, step=step
+        scene,
+        mask,
+        scale=scale,
+        order=order,
+        truncate=truncate,
+        step=step,
+        binning=binning,
     )
 
 
-def bridged_fit(scene, mask, bridge, *, scale, order, truncate, step, coverage):
+def bridged_fit(
+    scene, mask, bridge, *, scale, order, truncate, step, coverage, binning=1
+):
     """The fit, blended into ``bridge`` where its window is short of pixels."""
     value, weight = smoothfit(
         scene,
@@ -48,6 +56,7 @@ def bridged_fit(scene, mask, bridge, *, scale, order, truncate, step, coverage):
         truncate=truncate,
         step=step,
         coverage=coverage,
+        binning=binning,
     )
     with np.errstate(invalid="ignore"):
         blend = weight * value + (np.float32(1) - weight) * bridge
@@ -59,7 +68,7 @@ def bridged_fit(scene, mask, bridge, *, scale, order, truncate, step, coverage):
     return out.astype(np.float32)
 
 
-def _bridge(scene, mask, *, scale, order, truncate, step, coverage):
+def _bridge(scene, mask, *, scale, order, truncate, step, coverage, binning=1):
     value, _ = smoothfit(
         scene,
         mask,
@@ -69,6 +78,7 @@ def _bridge(scene, mask, *, scale, order, truncate, step, coverage):
         step=step,
         coverage=coverage,
         order0=True,
+        binning=binning,
     )
     return value
 
@@ -85,6 +95,7 @@ def bridge_stage(cfg: Config) -> LocalStage | None:
         truncate=sf.truncate,
         step=sf.bridge_step,
         coverage=(sf.coverage_low, sf.coverage_high),
+        binning=sf.bridge_binning,
     )
     halo = depth(scale=sf.bridge_scale, truncate=sf.truncate, step=sf.bridge_step)
     return LocalStage(BRIDGE_NAME, kernel, halo, np.float32)
@@ -107,6 +118,7 @@ def stage(cfg: Config) -> LocalStage:
         "order": sf.order,
         "truncate": sf.truncate,
         "step": sf.step,
+        "binning": sf.binning,
     }
     if sf.bridge_scale > 0:
         coverage = (sf.coverage_low, sf.coverage_high)
