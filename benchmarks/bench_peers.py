@@ -190,6 +190,18 @@ def whole_processes(size: int, repeat: int, work: Path) -> dict:
     def read_peer():
         return zarr.open_array(str(work / "peer.zarr"), mode="r")[...]
 
+    def metrics_share(name):
+        # The share of the workers' compute time that scored the run.
+        if name not in commands:
+            return None
+        work_s = zarr.open_group(str(out), mode="r").attrs.get("task_seconds") or {}
+        total = sum(work_s.values())
+        reads = ("open_dataset-truth", "open_dataset-sky")
+        scoring = sum(
+            v for k, v in work_s.items() if k.startswith("metrics") or k in reads
+        )
+        return scoring / total if total else None
+
     runs = {name: (tilesky_cmd, read_tilesky) for name in commands}
     runs |= {name: (peer_cmd, read_peer) for name in PEERS}
     subprocess.run(tilesky_cmd("tilesky default"), check=True, capture_output=True)
@@ -197,15 +209,18 @@ def whole_processes(size: int, repeat: int, work: Path) -> dict:
     for _ in range(repeat):
         for name, (cmd, read) in runs.items():
             wall, peak = _timed_process(cmd(name))
+            share = metrics_share(name)
             samples[name].append(
                 {
                     "wall_s": wall,
                     "peak_gib": peak / 2**30,
                     "residual_rms": _rms(read(), truth),
+                    **({} if share is None else {"metrics_share": share}),
                 }
             )
             gib = peak / 2**30
-            print(f"  {size}^2 {name}: {wall:.1f} s, {gib:.2f} GiB", flush=True)
+            note = "" if share is None else f", metrics {100 * share:.0f} % of work"
+            print(f"  {size}^2 {name}: {wall:.1f} s, {gib:.2f} GiB{note}", flush=True)
     return {name: _median_row(s) for name, s in samples.items()}
 
 

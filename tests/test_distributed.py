@@ -358,8 +358,14 @@ def test_run_on_scheduler_address_equals_threads(
     # The overall progress line, on stderr only, counted on the scheduler.
     assert re.search(r"tilesky: \[#{30}\] 100% (\d+)/\1 tasks", err), err
     assert "tasks" not in captured.out
-    assert open_run(str(out)).attrs["tilesky_status"] == "complete"
+    attrs = open_run(str(out)).attrs
+    assert attrs["tilesky_status"] == "complete"
     _assert_same_output(str(out), reference)
+    # Where the workers' time went, by stage, as the task stream saw it.
+    work = attrs["task_seconds"]
+    assert STAGES <= set(work), work
+    assert min(work.values()) >= 0 < sum(work.values())
+    assert list(work.values()) == sorted(work.values(), reverse=True)
     # What the dashboard groups tasks by, as the scheduler saw them.
     assert STAGES <= cluster.task_prefixes()
 

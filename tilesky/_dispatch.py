@@ -25,7 +25,7 @@ import xarray as xr
 from tilesky._inputs import Prepared, prepare, refuse_overlap, simulation_reference
 from tilesky._version import __version__
 from tilesky.backends import Tiled, WholeImage
-from tilesky.cluster import thread_count
+from tilesky.cluster import task_seconds, thread_count
 from tilesky.config import Config, load_config
 from tilesky.io import (
     DEFAULT_CHUNK,
@@ -421,14 +421,15 @@ def run_to_store(
     # Checkpoints and outputs of one run: about twelve float32 images.
     store.remember = frozenset({f"{WORK}/scene"})
     store.keep_bytes = _KEPT_IMAGES * 4 * int(np.prod(prepared.scene.shape))
-    result, items, outputs = _compute_into(store, prepared, config, resume)
-    metrics_start = time.perf_counter()
-    reference = simulation_reference(
-        source, chunks=prepared.scene.chunks, storage_options=storage_options
-    )
-    metrics, points = _measure(store, prepared, outputs, reference)
-    result.timings["metrics"] = round(time.perf_counter() - metrics_start, 4)
-    store.drain()
+    with task_seconds() as work:
+        result, items, outputs = _compute_into(store, prepared, config, resume)
+        metrics_start = time.perf_counter()
+        reference = simulation_reference(
+            source, chunks=prepared.scene.chunks, storage_options=storage_options
+        )
+        metrics, points = _measure(store, prepared, outputs, reference)
+        result.timings["metrics"] = round(time.perf_counter() - metrics_start, 4)
+        store.drain()
     # From here on the outputs are read from the store: the result no longer
     # refers to intermediates kept in the worker's memory, which are freed.
     stored = {item[0]: store.stored(item[0], item[1].chunks) for item in items}
@@ -440,6 +441,7 @@ def run_to_store(
             "noise": result.noise,
             "noise_model": result.depth_model,
             "timings": result.timings,
+            "task_seconds": work,
             "metrics": metrics,
             "blocks": blocks,
             "trust": trust_check(metrics),

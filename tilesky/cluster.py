@@ -51,6 +51,7 @@ __all__ = [
     "execution",
     "holdable_bytes",
     "keeps_intermediates",
+    "task_seconds",
     "thread_count",
 ]
 
@@ -502,6 +503,51 @@ def thread_count() -> int:
         if threads:
             return threads
     return int(dask.config.get("num_workers", None) or _cpu_count())
+
+
+@contextlib.contextmanager
+def task_seconds() -> Iterator[dict[str, float]]:
+    """Seconds the cluster's threads spent computing, by task name.
+
+    Yields a dict filled when the block ends: for every task name (the key
+    prefix, e.g. ``smoothfit`` or ``metrics-block``) the summed compute time
+    of its tasks, largest first. The laps of a run's ``timings`` are wall
+    time between submissions, which overlap asynchronous work; this is
+    where the work went. Empty without a distributed client.
+
+    Yields
+    ------
+    dict of str to float
+        Filled on exit.
+    """
+    client = current_client()
+    seconds: dict[str, float] = {}
+    if client is None:
+        yield seconds
+        return
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    stream = get_task_stream(client)
+    try:
+        stream.__enter__()
+    except Exception:  # no task stream on this scheduler: no breakdown
+        yield seconds
+        return
+    # On an error the scheduler may be gone: nothing is asked of it then.
+    yield seconds
+    try:
+        stream.__exit__(None, None, None)
+    except Exception:
+        return
+    total: dict[str, float] = {}
+    for task in stream.data:
+        name = key_split(task["key"])
+        for part in task.get("startstops", ()):
+            if part["action"] == "compute":
+                total[name] = total.get(name, 0.0) + part["stop"] - part["start"]
+    for name, value in sorted(total.items(), key=lambda kv: -kv[1]):
+        seconds[name] = round(value, 3)
 
 
 def keeps_intermediates(client: Any) -> bool:
