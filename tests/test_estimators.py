@@ -21,6 +21,7 @@ from tilesky.estimators import (
     make_estimator,
     make_sigma_clip,
 )
+from tilesky.estimators._rows import MAD_TO_SIGMA
 
 RTOL = 1e-6
 
@@ -230,3 +231,41 @@ def test_sigma_clip_errors():
         as_sigma_clip(AstropySigmaClip(grow=2))
     with pytest.raises(ValueError, match="make_sigma_clip"):
         as_sigma_clip(3.0)
+
+
+# -- the compiled clipping bounds against the whole-array numpy path -----------
+
+
+@pytest.mark.parametrize("cenfunc", ["median", "mean"])
+@pytest.mark.parametrize("stdfunc", ["std", "mad_std"])
+@pytest.mark.parametrize("maxiters", [None, 1, 3, 10])
+def test_clip_bounds_equal_the_numpy_path_bit_for_bit(cenfunc, stdfunc, maxiters):
+    from _reference_kernels import sigma_clip_bounds_reference
+
+    from tilesky.kernels._clip import clip_bounds
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 5, 8, 9, 36, 100, 128, 129, 300, 900):
+        rows = rng.normal(1.0, 0.1, (40, n))
+        # Outliers, ties, non-finite values, and a row with none finite.
+        rows[rng.random(rows.shape) < 0.1] += 5.0
+        rows[::7] = np.round(rows[::7], 1)
+        rows[rng.random(rows.shape) < 0.05] = np.nan
+        rows[rng.random(rows.shape) < 0.02] = np.inf
+        rows[3] = np.nan
+        for data in (rows, rows.astype(np.float32)):
+            for lo, hi in ((3.0, 3.0), (2.0, 4.0)):
+                want = sigma_clip_bounds_reference(
+                    data, lo, hi, maxiters, cenfunc, stdfunc
+                )
+                got = clip_bounds(
+                    data,
+                    lo,
+                    hi,
+                    -1 if maxiters is None else maxiters,
+                    cenfunc == "median",
+                    stdfunc == "std",
+                    MAD_TO_SIGMA,
+                )
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])

@@ -14,9 +14,9 @@ from tilesky.estimators._rows import (
     _axis_order,
     _finish,
     _finite_float,
-    _nan_count,
     _optional_float,
 )
+from tilesky.kernels._clip import clip_bounds
 
 
 class SigmaClip:
@@ -157,55 +157,22 @@ class SigmaClip:
 
     def _row_bounds(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Clipping only ever removes values from the low and high ends, so on
-        # each sorted row the kept values are a window [lo, hi) that shrinks.
-        s = np.sort(np.where(np.isfinite(rows), rows, np.nan).astype(np.float64), -1)
-        nrows, n = s.shape
-        lo = np.zeros(nrows, dtype=np.intp)
-        hi = _nan_count(s).astype(np.intp)
-        lower = np.full(nrows, np.nan)
-        upper = np.full(nrows, np.nan)
+        # each sorted row the kept values are a window that shrinks: the
+        # compiled kernel walks it row by row with numpy's arithmetic.
         sig_lo = self.sigma if self.sigma_lower is None else self.sigma_lower
         sig_hi = self.sigma if self.sigma_upper is None else self.sigma_upper
-        idx = np.arange(n)
-        active = np.flatnonzero(hi > 0)
-        iteration = 0
-        while active.size:
-            sub, start, stop = s[active], lo[active], hi[active]
-            count = stop - start
-            inside = (idx >= start[:, None]) & (idx < stop[:, None])
-            if self.cenfunc == "median" or self.stdfunc == "mad_std":
-                median = _window_median(sub, start, count)
-            if self.cenfunc == "mean" or self.stdfunc == "std":
-                mean = np.where(inside, sub, 0.0).sum(axis=-1) / count
-            centre = median if self.cenfunc == "median" else mean
-            if self.stdfunc == "std":
-                dev = np.where(inside, sub - mean[:, None], 0.0)
-                std = np.sqrt((dev * dev).sum(axis=-1) / count)
-            else:
-                absdev = np.where(inside, np.abs(sub - median[:, None]), np.inf)
-                absdev.sort(axis=-1)
-                std = _window_median(absdev, np.zeros_like(start), count) * MAD_TO_SIGMA
-            b_lo = centre - sig_lo * std
-            b_hi = centre + sig_hi * std
-            lower[active], upper[active] = b_lo, b_hi
-            below = np.count_nonzero(sub < b_lo[:, None], axis=-1)
-            not_above = np.count_nonzero(sub <= b_hi[:, None], axis=-1)
-            new_start = np.maximum(start, below)
-            new_stop = np.minimum(stop, not_above)
-            new_count = np.maximum(new_stop - new_start, 0)
-            lo[active], hi[active] = new_start, new_stop
-            iteration += 1
-            if self.maxiters is not None and iteration >= self.maxiters:
-                break
-            active = active[(new_count != count) & (new_count != 0)]
-        return lower, upper
-
-
-def _window_median(s: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Median of the sorted windows ``s[i, start[i]:start[i] + count[i]]``."""
-    a = np.take_along_axis(s, (start + (count - 1) // 2)[:, None], axis=-1)[:, 0]
-    b = np.take_along_axis(s, (start + count // 2)[:, None], axis=-1)[:, 0]
-    return np.where(count % 2 == 1, a, 0.5 * (a + b))
+        rows = np.ascontiguousarray(rows)
+        if rows.dtype not in (np.float32, np.float64):
+            rows = rows.astype(np.float64)
+        return clip_bounds(
+            rows,
+            float(sig_lo),
+            float(sig_hi),
+            -1 if self.maxiters is None else self.maxiters,
+            self.cenfunc == "median",
+            self.stdfunc == "std",
+            MAD_TO_SIGMA,
+        )
 
 
 def make_sigma_clip(sigma: float = 3.0, maxiters: int | None = 10) -> SigmaClip:
