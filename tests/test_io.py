@@ -957,3 +957,24 @@ def test_unreachable_endpoint():
         ),
     ):
         open_image("http://127.0.0.1:9/x.fits")
+
+
+def test_outputs_are_blosc_lz4_shuffled_and_checkpoints_raw(tmp_path):
+    # Outputs: the codec measured fastest for their size (store._compressors);
+    # checkpoints (read back once, then deleted) stay uncompressed.
+    import zarr
+
+    from tilesky.store import WORK, RunStore
+
+    store = RunStore(str(tmp_path / "run.zarr"))
+    store.create(overwrite=False, resume=False, attrs={})
+    image = da.from_array(np.arange(120.0 * 90).reshape(120, 90).astype(np.float32))
+    items = [("background", image, ("y", "x"), None)]
+    store.write_arrays(items)
+    store.checkpoint("first_background", image)
+    store.drain()
+    group = zarr.open_group(str(tmp_path / "run.zarr"), mode="r")
+    codec = group["background"].compressors[0]
+    assert (codec.cname.value, codec.shuffle.value) == ("lz4", "shuffle")
+    np.testing.assert_array_equal(group["background"][...], image.compute())
+    assert group[f"{WORK}/first_background"].compressors == ()

@@ -43,6 +43,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from tilesky import _progress
@@ -163,6 +164,21 @@ def _write_blocks(blocks, url: str, storage_options, paths, regions) -> int:
 
 async def _keys_with_prefix(store, prefix: str) -> set[str]:
     return {key async for key in store.list_prefix(prefix)}
+
+
+def _compressors(path: str) -> Any:
+    """The codec of a stored array.
+
+    Checkpoints are read back within the run and then deleted: compressing
+    them costs more CPU than the bytes it saves. Outputs get Blosc LZ4 with
+    byte shuffle: measured on 8192^2 run outputs (4096^2 blocks), it writes
+    as fast as no compression and 2-3x faster than zarr's default Zstd,
+    with ratios 1.52 (background; Zstd 1.11), 1.55 (background RMS; 1.93)
+    and 1.06 (subtracted; 1.10).
+    """
+    if path.startswith(f"{WORK}/"):
+        return None
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 class RunStore:
@@ -442,9 +458,7 @@ class RunStore:
                 fill_value=fill,
                 dimension_names=dims,
                 config={"write_empty_chunks": True},
-                # Checkpoints are read back within the run and then deleted:
-                # compressing them costs more CPU than the bytes it saves.
-                **({"compressors": None} if path.startswith(f"{WORK}/") else {}),
+                compressors=_compressors(path),
             )
         if attrs:
             target.attrs.update(_jsonable(dict(attrs)))
