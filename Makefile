@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# runs from the clone's parent (setuptools' default editable finder is
 	# asked only after that path scan).
 	$(BIN)/python -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat
+	# numba compiles the kernels once: here, not in the first run.
+	$(BIN)/python -m tilesky.kernels._cache
 	touch $(STAMP)
 
 demo: $(STAMP)

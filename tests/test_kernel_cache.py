@@ -43,3 +43,30 @@ def test_cache_check_follows_numba_cache_dir(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env
     )
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_install_time_warm_up_leaves_nothing_to_compile(tmp_path):
+    # What `make` runs after installing: the first real run then loads
+    # every kernel from the cache (no notice, no compile).
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    warm = subprocess.run(
+        [sys.executable, "-m", "tilesky.kernels._cache"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert warm.returncode == 0, warm.stderr
+    assert "tilesky: numba kernels compiled in" in warm.stdout
+    scene = tmp_path / "scene.zarr"
+    sim = _cli(
+        ["simulate", str(scene), "--shape", "200", "240", "--scheduler", "threads"],
+        env,
+    )
+    assert sim.returncode == 0, sim.stderr
+    args = ["run", str(scene), str(tmp_path / "run.zarr"), "--no-report"]
+    first = _cli([*args, "--scheduler", "threads"], env)
+    assert first.returncode == 0, first.stderr
+    assert MESSAGE not in first.stderr
+    assert "wrote" in first.stderr

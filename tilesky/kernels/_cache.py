@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["kernels_cache_cold"]
+__all__ = ["kernels_cache_cold", "warm_kernels"]
 
 #: Modules whose kernels every ``tilesky run`` compiles.
 _RUN_MODULES = (
@@ -63,3 +63,51 @@ def kernels_cache_cold(modules: tuple[str, ...] = _RUN_MODULES) -> bool:
         if kernels and not any(_has_index(k) for k in kernels):
             return True
     return False
+
+
+def warm_kernels() -> float:
+    """Compile (or load) the kernels of a run now, on a small simulated scene.
+
+    Runs the default and the notebook configurations whole and tiled, and
+    the quality metrics with truth and a catalogue, so that the first real
+    run finds the machine code cached. ``make`` calls it after installing
+    (``python -m tilesky.kernels._cache``): the compile time is paid at
+    install, where waiting is expected.
+
+    Returns
+    -------
+    float
+        Seconds it took (about the compile time when the cache was cold).
+    """
+    import time
+
+    import dask
+
+    from tilesky import estimate_background, simulate_scene
+    from tilesky.metrics import compute_metrics
+
+    start = time.perf_counter()
+    with dask.config.set(scheduler="sync"):
+        ds = simulate_scene((300, 330), seed=1, chunks=150).compute()
+        scene = ds.scene.values
+        catalogue = {c: ds[c].values for c in ("x_mean", "y_mean", "flux", "re")}
+        for preset in ("default", "notebook"):
+            for chunks in (None, 150):
+                run = estimate_background(scene, preset=preset, chunks=chunks)
+        compute_metrics(
+            scene,
+            run.background.values,
+            run["mask"].values,
+            truth=ds.truth.values,
+            sky=ds.sky.values,
+            catalogue=catalogue,
+            return_points=True,
+        )
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    was_cold = kernels_cache_cold()
+    seconds = warm_kernels()
+    state = "compiled" if was_cold else "loaded (already cached)"
+    print(f"tilesky: numba kernels {state} in {seconds:.1f} s")
