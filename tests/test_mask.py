@@ -99,6 +99,19 @@ def test_size_filter_reference_and_tiles():
         assert np.array_equal(tiled, ref)
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 9, 16, 17, 40])
+def test_bounded_fill_is_the_labelled_rule(n):
+    # n <= 16 takes the compiled bounded flood fill, larger n the labels:
+    # both against the labelled groups on odd shapes and densities.
+    rng = np.random.default_rng(n)
+    for _ in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 80, 2))
+        m = rng.random(shape) < rng.uniform(0.02, 0.7)
+        labels, _ = ndimage.label(m, structure=np.ones((3, 3)))
+        ref = (np.bincount(labels.ravel())[labels] >= n) & m
+        assert np.array_equal(size_filter(m, n), ref)
+
+
 # -- numba kernels against their scipy references, bit for bit ---------------
 
 _SHAPES = [(1, 1), (1, 23), (19, 1), (2, 3), (6, 5), (37, 29), (64, 71)]

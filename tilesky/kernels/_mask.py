@@ -388,10 +388,20 @@ def size_filter(mask: np.ndarray, n_pixels: int) -> np.ndarray:
     On a tile with a halo of :func:`size_filter_depth`, the core of the
     result equals the whole-image result: a group cut by the tile edge is
     still at least ``n_pixels`` strong inside the halo when it is in truth.
+
+    For ``n_pixels <= 16`` each masked pixel asks a flood fill bounded at
+    ``n_pixels`` pixels (a pixel in a large group stops after its first few
+    neighbours), compiled; larger sizes label the groups
+    (``scipy.ndimage.label``) and count them. Both are the same rule.
     """
     mask = np.asarray(mask, dtype=bool)
     if n_pixels <= 1:
         return mask.copy()
+    if mask.ndim == 2 and n_pixels <= _BOUNDED_FILL_MAX:
+        out = np.empty(mask.shape, dtype=bool)
+        src = np.ascontiguousarray(mask).view(np.uint8)
+        _bounded_fill(src, int(n_pixels), out.view(np.uint8))
+        return out
     labels, count = ndimage.label(mask, structure=_EIGHT)
     if count == 0:
         return mask.copy()
@@ -399,3 +409,43 @@ def size_filter(mask: np.ndarray, n_pixels: int) -> np.ndarray:
     keep = sizes >= n_pixels
     keep[0] = False
     return keep[labels]
+
+
+#: Up to this group size the bounded flood fill (at most n^2 membership
+#: checks a pixel) beats labelling the whole image.
+_BOUNDED_FILL_MAX = 16
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounded_fill(mask, n, out):  # pragma: no cover - numba
+    ny, nx = mask.shape
+    qy = np.empty(n, np.int64)
+    qx = np.empty(n, np.int64)
+    for y in range(ny):
+        for x in range(nx):
+            if not mask[y, x]:
+                out[y, x] = 0
+                continue
+            # Breadth-first from (y, x), stopping once n pixels are found.
+            qy[0], qx[0] = y, x
+            found, head = 1, 0
+            while head < found and found < n:
+                cy, cx = qy[head], qx[head]
+                head += 1
+                for dy in range(-1, 2):
+                    yy = cy + dy
+                    if yy < 0 or yy >= ny:
+                        continue
+                    for dx in range(-1, 2):
+                        xx = cx + dx
+                        if xx < 0 or xx >= nx or not mask[yy, xx]:
+                            continue
+                        seen = False
+                        for k in range(found):
+                            if qy[k] == yy and qx[k] == xx:
+                                seen = True
+                                break
+                        if not seen and found < n:
+                            qy[found], qx[found] = yy, xx
+                            found += 1
+            out[y, x] = 1 if found >= n else 0
