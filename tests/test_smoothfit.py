@@ -318,3 +318,22 @@ def test_same_bounds_as_config(field, value):
     kernel = {k: params[k] for k in ("scale", "order", "truncate", "step", "binning")}
     with pytest.raises(ValueError, match=f"^{field} must be"):
         smoothfit(np.zeros((12, 12), np.float32), **{**kernel, field: value})
+
+
+def test_bridge_blend_equals_the_numpy_expression():
+    from tilesky.stages._smoothfit import _blend
+
+    rng = np.random.default_rng(3)
+    shape = (37, 53)
+    value = rng.normal(1, 0.1, shape).astype(np.float32)
+    weight = np.clip(rng.uniform(-0.3, 1.3, shape), 0, 1).astype(np.float32)
+    bridge = rng.normal(1, 0.1, shape).astype(np.float32)
+    value[rng.random(shape) < 0.1] = np.nan
+    bridge[rng.random(shape) < 0.1] = np.nan
+    with np.errstate(invalid="ignore"):
+        blend = weight * value + (np.float32(1) - weight) * bridge
+    want = np.where((weight > 0) & ~np.isnan(value), blend, bridge)
+    want = np.where(np.isnan(bridge), value, want).astype(np.float32)
+    got = np.empty(shape, np.float32)
+    _blend(value, weight, bridge, got)
+    np.testing.assert_array_equal(got, want)

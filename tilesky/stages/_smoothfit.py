@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from numba import njit
 
 from tilesky.config import Config
 from tilesky.kernels._smoothfit import smoothfit, smoothfit_depth
@@ -58,14 +59,28 @@ def bridged_fit(
         coverage=coverage,
         binning=binning,
     )
-    with np.errstate(invalid="ignore"):
-        blend = weight * value + (np.float32(1) - weight) * bridge
-    # The fit where it has a value and some weight; the bridge elsewhere.
-    out = np.where((weight > 0) & ~np.isnan(value), blend, bridge)
-    # No bridge (a hole wider than even its window): the fit where it has
-    # one, else NaN for the mesh to fill.
-    out = np.where(np.isnan(bridge), value, out)
-    return out.astype(np.float32)
+    out = np.empty(value.shape, dtype=np.float32)
+    _blend(value, weight, np.asarray(bridge, dtype=np.float32), out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _blend(value, weight, bridge, out):  # pragma: no cover - numba
+    # float32 throughout, as numpy's expression on float32 arrays.
+    one = np.float32(1)
+    for y in range(value.shape[0]):
+        for x in range(value.shape[1]):
+            v, w, b = value[y, x], weight[y, x], bridge[y, x]
+            if b != b:
+                # No bridge (a hole wider than even its window): the fit
+                # where it has one, else NaN for the mesh to fill.
+                out[y, x] = v
+            elif w > 0 and v == v:
+                out[y, x] = w * v + (one - w) * b
+            else:
+                # The fit where it has a value and some weight; the bridge
+                # elsewhere.
+                out[y, x] = b
 
 
 def _bridge(scene, mask, *, scale, order, truncate, step, coverage, binning=1):
