@@ -466,10 +466,13 @@ def write_report(
     Maps are integer block means (NaN-aware, padded at the far edges) with
     ``origin="lower"``, written pixel for pixel: a map has
     ``ceil(n / factor)`` pixels a side; each map is also drawn as a panel
-    with pixel axes and a colorbar in the input's units (``BUNIT``). Colour
-    scales: input image, 1-99.5 percentiles with an asinh stretch;
-    background, 1-99 percentiles, linear; residual and subtracted image,
-    symmetric about zero at the 99th percentile of ``|value|``, linear.
+    with pixel axes and a colorbar in the input's units (``BUNIT``), and,
+    when the input has a celestial WCS (``attrs["wcs_header"]``), lines of
+    constant RA and Dec (or galactic l and b...) drawn and labelled over it.
+    Colour scales: input image, 1-99.5 percentiles with an asinh stretch;
+    background and background RMS, 1-99 percentiles, linear; residual and
+    subtracted image, symmetric about zero at the 99th percentile of
+    ``|value|``, linear.
 
     Examples
     --------
