@@ -6,7 +6,13 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system
+
+# System packages the tests need, from Debian's packages (as root, or with
+# sudo): Chromium renders the report in the browser test. Skipped when
+# installed.
+CHROMIUM = /usr/bin/chromium
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +26,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m tilesky.kernels._cache
 	touch $(STAMP)
 
+system: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends chromium
+
 demo: $(STAMP)
 	$(BIN)/tilesky demo --dir .
 
@@ -27,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint system
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -205,3 +205,43 @@ def test_header_warnings_print_once_per_file(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("Invalid 'BLANK' keyword") == 1, done.stderr
+
+
+def test_dq_bits_from_the_cli_and_the_config(tmp_path, capsys):
+    # Bit 2 alone (informational for JWST) becomes unusable when asked for.
+    src = tmp_path / "jw_i2d.fits"
+    bad = _jwst_file(src)
+    for n, (extra, bits) in enumerate(
+        ((["--dq-bits", "0x4"], 4), (["--set", "dq_bits=5"], 5))
+    ):
+        out = tmp_path / f"run{n}.zarr"
+        assert _run(src, out, *extra) == 0
+        ds = xr.open_zarr(out)
+        assert ds.attrs["input"]["products"]["dq_bits"] == bits
+        assert ds.attrs["config"]["dq_bits"] == bits
+        back = ds["background"].values
+        assert np.isnan(back[10:20, 100:110]).all()
+        assert np.isnan(back[bad]).all()
+    # dq_bits=0: no DQ bit is unusable, the garbage is covered again.
+    assert _run(src, tmp_path / "none.zarr", "--dq-bits", "0") == 0
+    assert np.isfinite(
+        xr.open_zarr(tmp_path / "none.zarr")["background"].values[bad]
+    ).all()
+
+
+@pytest.mark.parametrize("value", ["-1", "4294967296", "true", "1.5", "'x'"])
+def test_bad_dq_bits_are_one_line_errors(tmp_path, capsys, value):
+    src = tmp_path / "jw_i2d.fits"
+    _jwst_file(src)
+    out = tmp_path / "run.zarr"
+    assert _run(src, out, "--set", f"dq_bits={value}") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "dq_bits must be an integer from 0" in err
+    assert not out.exists()
+
+
+def test_bad_dq_bits_flag_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "in.fits", "out.zarr", "--dq-bits", "some"])
+    assert exit_.value.code == 2
+    assert "--dq-bits: expects an integer bit mask" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """--progress: one overall line over every computation of a run, on stderr."""
 
+import itertools
 import os
 import pty
 import re
@@ -87,3 +88,68 @@ def test_progress_redraws_one_line_on_a_terminal(sim, tmp_path):
     drawn = [LINE.match(part.strip()) for part in re.split(r"[\r\n]", text)]
     drawn = [m for m in drawn if m]
     assert drawn and drawn[-1].group(1) == "100", text
+
+
+def test_the_fraction_never_goes_back():
+    from tilesky._progress import _Monotone
+
+    # A run's counts: each stage submits its tasks when the last one is done.
+    counts, done, total = [], 0, 0
+    for batch in (3, 23, 36, 25, 23):
+        total += batch
+        for _ in range(batch):
+            done += 1
+            counts.append((done, total))
+    raw = [d / t for d, t in counts]
+    assert any(b < a for a, b in itertools.pairwise(raw))  # the raw ratio drops
+    progress = _Monotone()
+    shown = [progress.update(d, t) for d, t in counts]
+    assert all(b >= a for a, b in itertools.pairwise(shown))
+    assert 0 < shown[0] and shown[-1] < 1
+    # A fixed total: proportional to done / total.
+    fixed = _Monotone()
+    steps = [fixed.update(d, 40) for d in range(0, 41, 4)]
+    ratios = [s / (d / 40) for s, d in zip(steps[1:], range(4, 41, 4), strict=True)]
+    assert max(ratios) - min(ratios) < 1e-12
+
+
+def test_the_bar_on_a_terminal_never_goes_back(sim, tmp_path):
+    # Sampled every 20 ms, the raw done/total drops as stages submit their
+    # tasks; the percentage and the bar drawn do not.
+    out = tmp_path / "mono.zarr"
+    leader, follower = pty.openpty()
+    code = (
+        "import sys; from tilesky.cli import main; "
+        f"sys.exit(main(['run', {str(sim)!r}, {str(out)!r}, '--no-report', "
+        "'--chunks', '150', '--scheduler', 'threads']))"
+    )
+    env = {**os.environ, "TILESKY_PROGRESS_INTERVAL": "0.02"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode()
+    drawn = [LINE.match(part.strip()) for part in re.split(r"[\r\n]", text)]
+    drawn = [m for m in drawn if m]
+    assert len(drawn) >= 5, text
+    raw = [int(m.group(2)) / int(m.group(3)) for m in drawn]
+    assert any(b < a for a, b in itertools.pairwise(raw)), text
+    shown = [int(m.group(1)) for m in drawn]
+    bars = [m.group(0).count("#") for m in drawn]
+    assert shown == sorted(shown) and bars == sorted(bars), text
+    assert shown[-1] == 100 and shown[-2] < 100

@@ -1,8 +1,10 @@
 """tilesky: tiled, distributed sky-background estimation with quality metrics.
 
-The one entry point is :func:`estimate_background`; :func:`simulate_scene`
-makes the reference notebook's scene with its truth. Errors a user can act
-on are :class:`TileskyError` subclasses, defined in :mod:`tilesky.errors`.
+The one entry point is :func:`estimate_background`; :func:`quality_metrics`
+and :func:`to_fits` give its result's metrics and FITS files;
+:func:`simulate_scene` makes the reference notebook's scene with its truth.
+Errors a user can act on are :class:`TileskyError` subclasses, defined in
+:mod:`tilesky.errors`.
 
 Names are imported on first use, so ``tilesky --version`` and a Dask worker
 unpickling one kernel do not pay for the whole stack.
@@ -27,9 +29,11 @@ __all__ = [
     "__version__",
     "estimate_background",
     "load_config",
+    "quality_metrics",
     "run_to_store",
     "sextractor_background",
     "simulate_scene",
+    "to_fits",
     "write_simulation",
 ]
 
@@ -38,6 +42,8 @@ _LAZY = {
     "load_config": "tilesky.config",
     "estimate_background": "tilesky._dispatch",
     "run_to_store": "tilesky._dispatch",
+    "quality_metrics": "tilesky.results",
+    "to_fits": "tilesky.results",
     "sextractor_background": "tilesky.sextractor",
     "simulate_scene": "tilesky.simulate",
     "write_simulation": "tilesky.simulate",

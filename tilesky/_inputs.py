@@ -71,7 +71,12 @@ def prepare(
     (with ``chunks=None``): tiles of :func:`tilesky.io.run_tiles` for
     ``threads`` worker threads.
     """
-    opened = {"variable": variable, "hdu": hdu, "storage_options": storage_options}
+    opened = {
+        "variable": variable,
+        "hdu": hdu,
+        "storage_options": storage_options,
+        "dq_bits": cfg.dq_bits,
+    }
     image = _open_sized(source, cfg, chunks=chunks, whole=whole, **opened)
     if plan_tiles and chunks is None:
         tiles = run_tiles(

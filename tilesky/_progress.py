@@ -2,9 +2,10 @@
 
 :func:`show_progress` (the CLI enters it when stderr is a terminal, or with
 ``--progress``) shows one overall line on stderr for everything computed
-inside it: tasks done out of tasks submitted so far, over every graph
-(persists, computes and background writes alike), and the stage of the
-last finished task (task names are the stages'). Under a distributed
+inside it: a bar and a percentage that never go back (see
+:class:`_Monotone`), the tasks done out of the tasks submitted so far, over
+every graph (persists, computes and background writes alike), and the stage
+of the last finished task (task names are the stages'). Under a distributed
 client a scheduler plugin counts task transitions; with the threaded
 scheduler a dask callback counts tasks. On a terminal the line is redrawn
 in place twice a second; otherwise a line is printed when the stage
@@ -15,6 +16,7 @@ a line of its own. Everything goes to stderr so that stdout stays clean.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -62,6 +64,36 @@ def show_progress(enabled: bool = True) -> Iterator[None]:
         _ENABLED.reset(token)
 
 
+class _Monotone:
+    """The fraction of a run done, from counts whose total keeps growing.
+
+    A run submits graph after graph, so ``done / total`` drops each time a
+    stage submits its tasks. Here each update advances the fraction by the
+    part of the bar still to fill that the tasks finished since the last
+    update are of the tasks still to run, counted with a reserve for those
+    not yet submitted (as many as seen so far): the fraction never
+    decreases and never reaches 1 before the run ends (the last line shows
+    100 %). With a total that never changes it is proportional to
+    ``done / total``. The run's total is not known in advance (each stage
+    builds its graph from the last one's results), so late stages move the
+    bar less than early ones.
+    """
+
+    RESERVE = 1.0
+
+    def __init__(self) -> None:
+        self.fraction = 0.0
+        self.done = 0
+
+    def update(self, done: int, total: int) -> float:
+        ahead = total - self.done + self.RESERVE * total
+        if done > self.done and ahead > 0:
+            step = min(1.0, (done - self.done) / ahead)
+            self.fraction += (1.0 - self.fraction) * step
+        self.done = max(self.done, done)
+        return self.fraction
+
+
 class _Line:
     """The overall progress line: counts in, text out."""
 
@@ -70,9 +102,10 @@ class _Line:
         self.start = time.perf_counter()
         self.shown_stage: str | None = None
         self.width = 0
+        self.progress = _Monotone()
 
-    def text(self, done: int, total: int, stage: str) -> str:
-        frac = done / total if total else 0.0
+    def text(self, done: int, total: int, stage: str, *, final: bool = False) -> str:
+        frac = 1.0 if final and done >= total else self.progress.update(done, total)
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
         seconds = time.perf_counter() - self.start
         return (
@@ -81,7 +114,7 @@ class _Line:
         )
 
     def show(self, done: int, total: int, stage: str, *, final: bool = False) -> None:
-        text = self.text(done, total, stage)
+        text = self.text(done, total, stage, final=final)
         if self.tty:
             pad = " " * max(0, self.width - len(text))
             self.width = len(text)
@@ -101,8 +134,8 @@ class _Line:
 
 
 _LINE: ContextVar[_Line | None] = ContextVar("tilesky_progress_line", default=None)
-#: Seconds between two redraws of the line.
-_INTERVAL = 0.5
+#: Seconds between two redraws of the line (tests sample faster).
+_INTERVAL = float(os.environ.get("TILESKY_PROGRESS_INTERVAL", "0.5"))
 
 
 @contextlib.contextmanager

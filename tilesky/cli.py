@@ -7,6 +7,7 @@ Errors a user can fix print one line on stderr and exit 1; usage errors exit
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import re
@@ -44,6 +45,15 @@ def _workers(value: str) -> int:
         msg = f"expects a number of worker processes, 1 or more, got {value!r}"
         raise argparse.ArgumentTypeError(msg)
     return count
+
+
+def _dq_bits(value: str) -> int:
+    # 0x... and 0b... as well as decimal: DQ flags are bit masks.
+    try:
+        return int(value, 0)
+    except ValueError:
+        msg = f"expects an integer bit mask such as 1 or 0x5, got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _add_execution(p: argparse.ArgumentParser) -> None:
@@ -97,7 +107,9 @@ def _add_run_command(sub) -> None:
     run.add_argument(
         "--preset",
         metavar="NAME",
-        help="starting configuration: 'default' or 'notebook'",
+        help="starting configuration: 'default', 'notebook', or 'sextractor' "
+        "(SExtractor's background as SEP computes it; --set box_size, "
+        "filter_size, filter_threshold, dq_bits)",
     )
     run.add_argument(
         "--set",
@@ -113,6 +125,14 @@ def _add_run_command(sub) -> None:
         help="array of a Zarr group to read (default: the scene)",
     )
     run.add_argument("--hdu", metavar="N|NAME", help="FITS HDU index or EXTNAME")
+    run.add_argument(
+        "--dq-bits",
+        type=_dq_bits,
+        metavar="BITS",
+        help="DQ bits that make a pixel of a survey product unusable, e.g. 1 "
+        "(same as --set dq_bits=BITS; default: DO_NOT_USE for JWST, any flag "
+        "otherwise)",
+    )
     run.add_argument(
         "--mask",
         metavar="FILE",
@@ -303,7 +323,22 @@ def _cmd_run(args) -> int:
     from tilesky._progress import show_progress
     from tilesky.cluster import execution
 
-    cfg = resolve_config(args.config, preset=args.preset, overrides=args.overrides)
+    overrides = list(args.overrides)
+    if args.dq_bits is not None:
+        overrides.append(f"dq_bits={args.dq_bits}")
+    if args.preset == "sextractor":
+        from tilesky.sextractor_mode import SExtractorParams, run_sextractor
+
+        if args.config:
+            from tilesky.errors import ConfigError
+
+            msg = "the sextractor preset takes no --config file; use --set KEY=VALUE"
+            raise ConfigError(msg)
+        params = SExtractorParams.from_overrides(overrides)
+        estimate = functools.partial(run_sextractor, params=params)
+    else:
+        cfg = resolve_config(args.config, preset=args.preset, overrides=overrides)
+        estimate = functools.partial(run_to_store, config=cfg)
     opts = _storage_options(args)
     hdu = args.hdu
     if hdu is not None and hdu.isdigit():
@@ -321,10 +356,9 @@ def _cmd_run(args) -> int:
     ):
         _resume_gc()
         _announce_compiling()
-        run = run_to_store(
+        run = estimate(
             args.input,
             args.output,
-            config=cfg,
             chunks=args.chunks,
             overwrite=args.overwrite,
             resume=args.resume,

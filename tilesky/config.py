@@ -88,6 +88,18 @@ def _maxiters(name: str, value: Any) -> None:
         raise ConfigError(msg)
 
 
+def _dq_bits(value: Any) -> None:
+    # DQ extensions are 32-bit integers (JWST uint32, HST int16).
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        msg = (
+            "dq_bits must be an integer from 0 to 4294967295 (the DQ bits that make "
+            f"a pixel unusable, e.g. 1 for JWST's DO_NOT_USE), got {value!r}"
+        )
+        raise ConfigError(msg)
+
+
 def _choice(name: str, value: str, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
@@ -544,6 +556,10 @@ class Config:
     depth_ratio : float
         ``auto``: depth counts as varying when the filtered ``depth_mesh``
         RMS varies by at least this factor (max / min).
+    dq_bits : int, optional
+        Data-quality bits that make a pixel of a survey product's ``DQ``
+        extension unusable (0 to 2**32 - 1); None: JWST's ``DO_NOT_USE``
+        for JWST files, any flag otherwise (:mod:`tilesky.io._products`).
 
     Examples
     --------
@@ -565,6 +581,7 @@ class Config:
     smooth_truncate: float = 4.0
     depth_mesh: MeshConfig = field(default_factory=_depth_mesh_default)
     depth_ratio: float = 1.5
+    dq_bits: int | None = None
 
     def __post_init__(self) -> None:
         _choice("final_method", self.final_method, FINAL_METHODS)
@@ -584,6 +601,7 @@ class Config:
         if not self.depth_ratio >= 1:
             msg = f"depth_ratio must be a number >= 1, got {self.depth_ratio!r}"
             raise ConfigError(msg)
+        _dq_bits(self.dq_bits)
 
     # -- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -773,6 +791,12 @@ def load_config(
         The validated configuration.
     """
     name = preset or "default"
+    if name == "sextractor":
+        msg = (
+            "the sextractor preset is a run mode of its own: use "
+            "tilesky.sextractor_mode.estimate_sextractor or run_sextractor"
+        )
+        raise ConfigError(msg)
     if name not in PRESETS:
         msg = f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
         raise ConfigError(msg)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tilesky._report_html import page
+from tilesky._report_wcs import celestial_wcs
 from tilesky.metrics import compute_metrics, line_fit
 
 __all__ = ["write_report"]
@@ -261,26 +262,45 @@ def _norm(plt: _Plotting, stretch: str, lim: tuple[float, float]):
     return plt.AsinhNorm(linear_width=0.1 * (lim[1] - lim[0]), vmin=lim[0], vmax=lim[1])
 
 
-def _panel_figure(plt, path: Path, img, factor: int, cmap, norm, title, label):
-    """A map with pixel axes (input pixels) and a colorbar labelled in units."""
+def _panel_figure(plt, path: Path, img, factor: int, style, label, wcs=None):
+    """A map with pixel axes (input pixels) and a colorbar labelled in units.
+
+    ``style`` is ``(cmap, norm, title)``. With a celestial ``wcs``, RA/Dec
+    lines are drawn over the map (:mod:`tilesky._report_wcs`); the lines
+    drawn are returned.
+    """
+    from tilesky._report_wcs import axis_names, draw_sky_grid
+
+    cmap, norm, title = style
     ny, nx = img.shape
     aspect = ny / max(nx, 1)
     fig, canvas = plt.figure((6.4, max(2.5, min(9.0, 5.0 * aspect + 0.8))))
     ax = fig.subplots()
+    extent = (-0.5, nx * factor - 0.5, -0.5, ny * factor - 0.5)
     image = ax.imshow(
         img,
         origin="lower",
         cmap=cmap,
         norm=norm,
         interpolation="nearest",
-        extent=(-0.5, nx * factor - 0.5, -0.5, ny * factor - 0.5),
+        extent=extent,
     )
-    ax.set_xlabel("x (pixel)")
+    lines = draw_sky_grid(ax, wcs, extent) if wcs is not None else []
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    names = f"; lines: {', '.join(axis_names(wcs))}" if lines else ""
+    ax.set_xlabel("x (pixel)" + names)
     ax.set_ylabel("y (pixel)")
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label=label)
+    bar = fig.colorbar(image, ax=ax, label=label)
+    if isinstance(norm, plt.AsinhNorm):
+        # Ticks evenly spaced along the stretched bar, labelled in values:
+        # the asinh scale's own ticks (powers of ten) crowd near zero.
+        ticks = norm.inverse(np.linspace(0.0, 1.0, 6))
+        bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
     fig.tight_layout()
     _save_figure(plt, canvas, path)
+    return lines
 
 
 def _scale_figure(plt: _Plotting, path: Path, scale: Mapping[str, Any]) -> None:
@@ -446,10 +466,13 @@ def write_report(
     Maps are integer block means (NaN-aware, padded at the far edges) with
     ``origin="lower"``, written pixel for pixel: a map has
     ``ceil(n / factor)`` pixels a side; each map is also drawn as a panel
-    with pixel axes and a colorbar in the input's units (``BUNIT``). Colour
-    scales: input image, 1-99.5 percentiles with an asinh stretch;
-    background, 1-99 percentiles, linear; residual and subtracted image,
-    symmetric about zero at the 99th percentile of ``|value|``, linear.
+    with pixel axes and a colorbar in the input's units (``BUNIT``), and,
+    when the input has a celestial WCS (``attrs["wcs_header"]``), lines of
+    constant RA and Dec (or galactic l and b...) drawn and labelled over it.
+    Colour scales: input image, 1-99.5 percentiles with an asinh stretch;
+    background and background RMS, 1-99 percentiles, linear; residual and
+    subtracted image, symmetric about zero at the 99th percentile of
+    ``|value|``, linear.
 
     Examples
     --------
@@ -523,6 +546,7 @@ def _metrics_and_points(ds, truth, sky, scene, catalogue, metrics, points):
 _MAPS = {
     "input": ("Input image", "gray_r", "asinh"),
     "background": ("Background", "viridis", "linear"),
+    "background_rms": ("Background RMS", "magma", "linear"),
     "mask": ("Mask (fraction of masked pixels)", "Greys", "mask"),
     "residual": ("Residual: background - truth", "RdBu_r", "symmetric"),
     "subtracted": ("Subtracted: scene - background", "RdBu_r", "symmetric"),
@@ -544,6 +568,8 @@ def _map_figures(plt, ds, truth, out: Path, max_pixels: int) -> list[tuple]:
     if "subtracted" in ds:
         arrays["input"] = ds["subtracted"].data.astype(np.float64) + bkg
     arrays["background"] = bkg
+    if "background_rms" in ds:
+        arrays["background_rms"] = ds["background_rms"].data
     if "mask" in ds:
         arrays["mask"] = ds["mask"].data
     if truth is not None:
@@ -553,6 +579,7 @@ def _map_figures(plt, ds, truth, out: Path, max_pixels: int) -> list[tuple]:
     small = {k: _downsample(a, max_pixels) for k, a in arrays.items()}
     computed = dask.compute(*(s[0] for s in small.values()))
     units = _units(ds)
+    wcs = celestial_wcs(ds.attrs.get("wcs_header"))
     figures = []
     for (name, (_, factor)), img in zip(small.items(), computed, strict=True):
         title, cmap, stretch = _MAPS[name]
@@ -569,13 +596,21 @@ def _map_figures(plt, ds, truth, out: Path, max_pixels: int) -> list[tuple]:
             norm=norm,
         )
         label = "masked fraction" if name == "mask" else units
-        _panel_figure(
-            plt, out / f"{name}_panel.png", img, factor, cmap, norm, title, label
+        lines = _panel_figure(
+            plt,
+            out / f"{name}_panel.png",
+            img,
+            factor,
+            (cmap, norm, title),
+            label,
+            wcs,
         )
         caption = (
             f"{title}; {img.shape[1]} x {img.shape[0]} px, block mean of "
             f"{factor} x {factor}; colour: {_STRETCH[stretch]} "
             f"({lim[0]:.4g} to {lim[1]:.4g} {label})"
         )
+        if lines:
+            caption += "; orange lines: sky coordinates from the input's WCS"
         figures.append((name, caption, f"{name}_panel"))
     return figures
