@@ -337,3 +337,14 @@ def test_bridge_blend_equals_the_numpy_expression():
     got = np.empty(shape, np.float32)
     _blend(value, weight, bridge, got)
     np.testing.assert_array_equal(got, want)
+
+
+def test_automatic_binning_divides_the_step_and_stays_small():
+    # The largest divisor of the step up to an eighth of the scale: a user
+    # who changes the step never meets a binning they did not set.
+    assert (SF.fit_binning, SF.bridge_fit_binning) == (3, 10)
+    assert SmoothFitConfig(step=16).fit_binning == 2
+    assert SmoothFitConfig(step=7).fit_binning == 1
+    assert SmoothFitConfig(scale=5.0).fit_binning == 1
+    assert SmoothFitConfig(binning=2).fit_binning == 2
+    assert SmoothFitConfig(bridge_scale=0.0).bridge_fit_binning == 1

@@ -110,7 +110,7 @@ def bridge_stage(cfg: Config) -> LocalStage | None:
         truncate=sf.truncate,
         step=sf.bridge_step,
         coverage=(sf.coverage_low, sf.coverage_high),
-        binning=sf.bridge_binning,
+        binning=sf.bridge_fit_binning,
     )
     halo = depth(scale=sf.bridge_scale, truncate=sf.truncate, step=sf.bridge_step)
     return LocalStage(BRIDGE_NAME, kernel, halo, np.float32)
@@ -133,7 +133,7 @@ def stage(cfg: Config) -> LocalStage:
         "order": sf.order,
         "truncate": sf.truncate,
         "step": sf.step,
-        "binning": sf.binning,
+        "binning": sf.fit_binning,
     }
     if sf.bridge_scale > 0:
         coverage = (sf.coverage_low, sf.coverage_high)
