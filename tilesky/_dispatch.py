@@ -227,7 +227,8 @@ def _tiles_pay(shape: tuple[int, ...], cfg: Config, threads: int) -> bool:
     Tiling pays once the image makes at least two :func:`run_tiles` tiles
     for the threads there are; below that it would only add halos.
     """
-    if threads < 2 or len(shape) != 2:
+    # Anything odd (not 2-D, empty) goes the reference way, which says why.
+    if threads < 2 or len(shape) != 2 or min(shape) < 1:
         return False
     pairs = zip(cfg.chunk_multiple, shape, strict=True)
     multiple = tuple(min(b, int(n)) for b, n in pairs)
