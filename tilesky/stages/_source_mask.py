@@ -6,6 +6,11 @@ at ``n_sigma`` times the noise, cleaned of groups smaller than ``n_pixels``
 scales and the user's mask are OR-ed. One task per tile computes every
 scale on the halo of the widest, which is exact: a deeper halo only adds
 pixels a scale does not reach.
+
+With ``auto_coarse_fraction > 0`` the data decide whether the coarse
+(extended-source) scales and a wider growth are used (:func:`coarse_gate`):
+a global step, the exact mean of a halo'd per-pixel map, run once on the
+first round's residual.
 """
 
 from __future__ import annotations
