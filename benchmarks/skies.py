@@ -16,7 +16,9 @@ metric. The metric helpers (:func:`residual_stats`, :func:`stolen_flux`,
 
 Names (``SKIES``): ``notebook4``, ``notebook11``, ``notebook23`` (the
 notebook scene), ``ramp`` (noise sigma 5x across the field, smooth),
-``dither`` (1-6 exposures, sharp steps), ``lsb`` (8 exponential disks),
+``dither`` (1-6 exposures, sharp steps), ``lsb`` (8 exponential disks on
+the notebook's blemishes: degenerate, see :func:`lsb_survey`),
+``lsb_survey`` (the same disks on a sky smooth on their scales),
 ``bright`` (5 bright extended galaxies: Gaussian and Sersic n=4), ``stars``
 (bright stars with Moffat halos), ``mosaic`` (an odd shape with all of it and
 a NaN footprint with chip gaps).
@@ -270,11 +272,11 @@ def _assemble(
     sigma=None,
     weight=None,
     rows=(),
-    footprint_kw=None,
+    scene_kw=None,
     gaps=False,
     params=None,
 ):
-    truth, sources, noise, footprint = _base(shape, seed, **(footprint_kw or {}))
+    truth, sources, noise, footprint = _base(shape, seed, **(scene_kw or {}))
     sigma = np.full(shape, SIGMA) if sigma is None else sigma
     if gaps:
         footprint &= ~_chip_gaps(shape)
@@ -352,6 +354,47 @@ def lsb(shape=(1000, 1000), seed=4, n=8) -> Sky:
     )
 
 
+#: Blemishes of the survey-like LSB sky: sinc widths and amplitudes (see
+#: :func:`lsb_survey`).
+SURVEY_BLEMISH_WIDTH = (300.0, 600.0)
+SURVEY_BLEMISH_AMPLITUDE = (0.0, 0.15)
+
+
+def lsb_survey(shape=(1000, 1000), seed=4, n=8) -> Sky:
+    """The disks of :func:`lsb` on a sky that is smooth on their scales.
+
+    The notebook's blemishes (sinc widths 30-130 px, amplitudes up to 1.0,
+    i.e. 10 sigma) change by several sigma across a disk's 4 Re aperture
+    (60-320 px): no estimator can tell a faint disk from a blemish there,
+    and even the true disk apertures as a mask cost more than the disks'
+    light (``lsb`` is that degenerate case). A flat-fielded survey sky is
+    smooth on galaxy scales: what is left is a gradient and large-scale
+    structure (scattered light, flat-field residuals) at a small fraction
+    of the noise per pixel. Here the same gradient, compact sources, noise
+    and disks sit on blemishes of widths 300-600 px (the sinc's first zero
+    at 940-1900 px) and amplitudes 0-0.15 (up to 1.5 sigma): across the
+    largest aperture such a sky departs from a plane by at most
+    ``a * r**2 / (6 w**2)``, 0.04 sigma, so the sky under a disk is
+    predictable from the sky around it, as on real survey data.
+    """
+    rows = _sources(_rng(seed, 2), shape, "disk", n, (15, 80), (0.3, 3.0))
+    return _assemble(
+        "lsb_survey",
+        f"{n} LSB disks (Re 15-80, 0.3-3 sigma) on a survey-smooth sky",
+        shape,
+        seed,
+        rows=rows,
+        scene_kw={
+            "blemish_width_range": SURVEY_BLEMISH_WIDTH,
+            "blemish_amplitude_range": SURVEY_BLEMISH_AMPLITUDE,
+        },
+        params={
+            "blemish_width_range": list(SURVEY_BLEMISH_WIDTH),
+            "blemish_amplitude_range": list(SURVEY_BLEMISH_AMPLITUDE),
+        },
+    )
+
+
 def _bright_rows(rng, shape, n=5):
     kinds = ["gaussian" if i % 2 == 0 else "sersic" for i in range(n)]
     rows = []
@@ -413,7 +456,7 @@ def mosaic(shape=(911, 1237), seed=4, sigma0=0.2) -> Sky:
         sigma=sigma0 / np.sqrt(n_exp),
         weight=n_exp / sigma0**2,
         rows=rows,
-        footprint_kw={"blank_fraction": 0.15, "blank_angle": 12.0},
+        scene_kw={"blank_fraction": 0.15, "blank_angle": 12.0},
         gaps=True,
         params={"sigma0": sigma0},
     )
@@ -427,6 +470,7 @@ SKIES: dict[str, Callable[..., Sky]] = {
     "ramp": ramp,
     "dither": dither,
     "lsb": lsb,
+    "lsb_survey": lsb_survey,
     "bright": bright,
     "stars": stars,
     "mosaic": mosaic,

@@ -333,6 +333,21 @@ class SourceMaskConfig:
         Regions thinner than this (px) do not grow.
     grow_max_thickness : int
         Thickness is capped here (px), which bounds the growth and the halo.
+    auto_coarse_fraction : float
+        Extended-source detection decided from the data: in the first
+        round, the masks with the coarse scales ``auto_coarse_fwhm`` and
+        the growth ``auto_grow_factor`` / ``auto_grow_max_thickness`` are
+        compared with the configured ones; when they add less than this
+        fraction of the covered image the sky is smooth on those scales
+        (what they find is sources) and every round uses them, else (they
+        follow structure of the sky itself) the configured masks are kept.
+        0: never (see ``stages._source_mask.coarse_gate``).
+    auto_coarse_fwhm : tuple of float
+        The coarse scales the data may switch on.
+    auto_grow_factor : float
+        The growth factor that goes with them.
+    auto_grow_max_thickness : int
+        Their growth's thickness cap (px).
     """
 
     fwhm: tuple[float, ...] = (1.0, 3.0, 5.0)
@@ -346,6 +361,10 @@ class SourceMaskConfig:
     grow_factor: float = 0.5
     grow_min_thickness: int = 16
     grow_max_thickness: int = 48
+    auto_coarse_fraction: float = 0.0
+    auto_coarse_fwhm: tuple[float, ...] = (20.0, 40.0, 80.0)
+    auto_grow_factor: float = 1.0
+    auto_grow_max_thickness: int = 96
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fwhm", _floats("source_mask.fwhm", self.fwhm))
@@ -355,7 +374,23 @@ class SourceMaskConfig:
         for f in coarse:
             _positive("source_mask.coarse_fwhm", f)
         _positive("source_mask.coarse_n_sigma", self.coarse_n_sigma)
-        for name, low in (("grow_min_thickness", 1), ("grow_max_thickness", 1)):
+        auto = _floats("source_mask.auto_coarse_fwhm", self.auto_coarse_fwhm)
+        object.__setattr__(self, "auto_coarse_fwhm", auto)
+        for f in auto:
+            _positive("source_mask.auto_coarse_fwhm", f)
+        _number("source_mask.auto_coarse_fraction", self.auto_coarse_fraction)
+        if not 0 <= self.auto_coarse_fraction <= 1:
+            msg = "source_mask.auto_coarse_fraction must be between 0 and 1, got "
+            msg += repr(self.auto_coarse_fraction)
+            raise ConfigError(msg)
+        _positive(
+            "source_mask.auto_grow_factor", self.auto_grow_factor, allow_zero=True
+        )
+        for name, low in (
+            ("grow_min_thickness", 1),
+            ("grow_max_thickness", 1),
+            ("auto_grow_max_thickness", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 msg = f"source_mask.{name} must be an integer >= {low}, got {value!r}"

@@ -59,6 +59,10 @@ class PipelineResult:
         The noise model the thresholds followed (``model``: ``uniform``,
         ``local map``, ``weight``, ``global`` or ``local``) and the
         evidence for it (see :mod:`tilesky.stages._depth`).
+    coarse_gate : dict or None
+        Whether the data switched on the extended-source scales and the
+        evidence (see :func:`tilesky.stages._source_mask.coarse_gate`);
+        None when the configuration does not ask.
     timings : dict of str to float
         Seconds spent building (and computing, where a step computes) each
         timed step.
@@ -69,6 +73,7 @@ class PipelineResult:
     first_mesh_arrays: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, Any] = field(default_factory=dict)
     depth_model: dict[str, Any] = field(default_factory=dict)
+    coarse_gate: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -214,10 +219,15 @@ def _round_steps(cfg: Config, rnd: int) -> list[Step]:
                 noise,
             ),
         ]
+    mask_inputs = ("residual", noise, "depth" if not local else "none", "user_mask")
+    if rnd == 1 and cfg.source_mask.auto_coarse_fraction > 0:
+        # Decided once, on the first residual, like the depth model.
+        gate = functools.partial(_source_mask.coarse_gate, cfg=cfg)
+        steps.append(Step(gate, mask_inputs, ("coarse_gate",)))
     steps.append(
         Step(
             functools.partial(_source_mask.apply, cfg=cfg),
-            ("residual", noise, "depth" if not local else "none", "user_mask"),
+            (*mask_inputs, "coarse_gate"),
             ("mask",),
             checkpoint={"mask": f"mask_round{rnd}"},
         )
@@ -342,6 +352,7 @@ def run_pipeline(
         "weight": weight,
         "depth": None,
         "depth_model": {"model": config.noise_mode},
+        "coarse_gate": None,
         "none": None,
     }
     t0 = time.perf_counter()
@@ -361,6 +372,7 @@ def run_pipeline(
         for name in ("background", "background_rms", "mask", "subtracted")
     }
     result.depth_model = values["depth_model"]
+    result.coarse_gate = values["coarse_gate"]
     result.mesh_arrays = values["meshes"].outputs()
     result.first_mesh_arrays = values["first_meshes"].outputs()
     return result

@@ -6,6 +6,11 @@ at ``n_sigma`` times the noise, cleaned of groups smaller than ``n_pixels``
 scales and the user's mask are OR-ed. One task per tile computes every
 scale on the halo of the widest, which is exact: a deeper halo only adds
 pixels a scale does not reach.
+
+With ``auto_coarse_fraction > 0`` the data decide whether the coarse
+(extended-source) scales and a wider growth are used (:func:`coarse_gate`):
+a global step, the exact mean of a halo'd per-pixel map, run once on the
+first round's residual.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ from tilesky.kernels._mask import (
 )
 from tilesky.stages._stage import LocalStage, threshold_inputs
 
-__all__ = ["NAME", "apply", "depth", "growth", "scale_mask", "scale_masks", "scales"]
+__all__ = [
+    "NAME",
+    "apply",
+    "coarse_gate",
+    "depth",
+    "extended_config",
+    "growth",
+    "scale_mask",
+    "scale_masks",
+    "scales",
+]
 
 NAME = "source-mask"
 
@@ -146,17 +161,73 @@ def depth(*, scales, truncate: float, n_pixels: int, grow: dict | None = None) -
     return detect + grow_depth(grow["factor"], grow["max_thickness"])
 
 
-def apply(backend, residual, noise, depth_map, user_mask, *, cfg: Config):
-    """The round's mask of ``residual``; ``noise`` and ``depth_map`` as in
-    the first mask."""
+def extended_config(cfg: Config) -> Config:
+    """``cfg`` with the coarse scales and growth the data may switch on."""
     sm = cfg.source_mask
-    inputs, level, scaled = threshold_inputs(residual, noise, depth_map, user_mask)
-    params = {
+    coarse = tuple(dict.fromkeys(sm.coarse_fwhm + sm.auto_coarse_fwhm))
+    return cfg.with_overrides(
+        [
+            f"source_mask.coarse_fwhm={list(coarse)}",
+            f"source_mask.grow_factor={sm.auto_grow_factor}",
+            f"source_mask.grow_max_thickness={sm.auto_grow_max_thickness}",
+        ]
+    )
+
+
+def _params(cfg: Config) -> dict:
+    return {
         "scales": scales(cfg),
         "truncate": cfg.smooth_truncate,
-        "n_pixels": sm.n_pixels,
+        "n_pixels": cfg.source_mask.n_pixels,
         "grow": growth(cfg),
     }
+
+
+def _added(residual, *coverage, base, extended):
+    """1 where the extended masks add to the configured ones, 0 elsewhere,
+    NaN off the footprint."""
+    added = scale_masks(residual, *coverage, **extended) & ~scale_masks(
+        residual, *coverage, **base
+    )
+    return np.where(np.isfinite(residual), added, np.nan).astype(np.float32)
+
+
+def coarse_gate(backend, residual, noise, depth_map, user_mask, *, cfg: Config):
+    """Whether the rounds use :func:`extended_config`, and the evidence.
+
+    A global step: the fraction of the covered image that the coarse
+    scales and the wider growth add to the first round's mask. A sky that
+    is smooth on those scales (a flat-fielded survey frame) leaves them
+    only the faint extended sources, a small fraction; structure of the
+    sky itself on those scales (blemishes, scattered light of several
+    sigma) is picked up over much of the image, and masking it would leave
+    holes no fit can bridge, so then the configured masks stay.
+    """
+    limit = cfg.source_mask.auto_coarse_fraction
+    if limit <= 0:
+        return {"extended": False}
+    inputs, level, scaled = threshold_inputs(residual, noise, depth_map, None)
+    common = {"n_sigma": cfg.source_mask.n_sigma, "noise": level, "scaled": scaled}
+    base, extended = _params(cfg), _params(extended_config(cfg))
+    kernel = functools.partial(
+        _added, base={**common, **base}, extended={**common, **extended}
+    )
+    halo = max(depth(**base), depth(**extended))
+    added = LocalStage("coarse-gate", kernel, halo, np.float32)(backend, *inputs)
+    _, fraction, _ = backend.clipped_moments(added, clip=None, maxiters=1)
+    fraction = float(fraction)
+    return {"extended": fraction < limit, "added_fraction": fraction, "limit": limit}
+
+
+def apply(backend, residual, noise, depth_map, user_mask, gate=None, *, cfg: Config):
+    """The round's mask of ``residual``; ``noise`` and ``depth_map`` as in
+    the first mask; ``gate`` (:func:`coarse_gate`) may switch on the
+    extended-source scales."""
+    if gate is not None and gate.get("extended"):
+        cfg = extended_config(cfg)
+    sm = cfg.source_mask
+    inputs, level, scaled = threshold_inputs(residual, noise, depth_map, user_mask)
+    params = _params(cfg)
     kernel = functools.partial(
         scale_masks, n_sigma=sm.n_sigma, noise=level, scaled=scaled, **params
     )
