@@ -198,6 +198,10 @@ def test_coarse_gate_switches_on_only_where_the_sky_is_smooth(smooth_disk, unifo
         np.asarray(off.arrays["mask"]), estimate_background(uniform).mask.values
     )
     assert run_pipeline(uniform, Config(), WholeImage()).coarse_gate is None
+    # The decision and its evidence reach the result's attributes.
+    ds = estimate_background(scene, chunks=None, overrides=_gate(0.15))
+    assert ds.attrs["coarse_gate"] == on.coarse_gate
+    assert "coarse_gate" not in plain.attrs
 
 
 def test_coarse_gate_is_exact_on_tiles(smooth_disk):

@@ -123,6 +123,8 @@ def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Datas
         "noise_model": result.depth_model,
         "timings": result.timings,
     }
+    if result.coarse_gate is not None:
+        attrs["coarse_gate"] = result.coarse_gate
     if image.header:
         attrs["wcs_header"] = image.header
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -441,6 +443,7 @@ def run_to_store(
         {
             "noise": result.noise,
             "noise_model": result.depth_model,
+            **({"coarse_gate": result.coarse_gate} if result.coarse_gate else {}),
             "timings": result.timings,
             "task_seconds": work,
             "metrics": metrics,
