@@ -50,6 +50,22 @@ class Prepared:
     user_mask: Any
     weight: Any = None
 
+    def pixel_arrays(self) -> dict[str, Any]:
+        """The arrays whose pixels a run depends on: image, weight, mask.
+
+        Returns
+        -------
+        dict of str to array
+            ``image`` (as read, before the weight blanks pixels), and
+            ``weight`` and ``mask`` when the run has them.
+        """
+        arrays = {"image": self.image.data}
+        if self.weight is not None:
+            arrays["weight"] = self.weight
+        if self.user_mask is not None:
+            arrays["mask"] = self.user_mask
+        return arrays
+
 
 def prepare(
     source: Any,

@@ -46,6 +46,13 @@ import zarr
 from zarr.core.sync import sync
 
 from tilesky import _progress
+from tilesky._checksums import (
+    PIXELS_KEY,
+    chunk_codecs,
+    compare_pixels,
+    damaged_keys,
+    pixel_checksums,
+)
 from tilesky._lock import _check_lock, _lock_path, _release_lock
 from tilesky._version import __version__
 from tilesky.backends._tile_map import ZarrSource
@@ -213,6 +220,7 @@ class RunStore:
         overwrite: bool = False,
         resume: bool = False,
         attrs: Mapping[str, Any] | None = None,
+        pixels: Mapping[str, da.Array] | None = None,
     ) -> bool:
         """Create the group, or reopen an unfinished one with ``resume``.
 
@@ -224,6 +232,10 @@ class RunStore:
             Continue an unfinished run at ``url``.
         attrs : mapping, optional
             Attributes of the new group.
+        pixels : mapping of str to dask.array.Array, optional
+            The input's arrays (image, weight map, mask): their block
+            checksums are recorded in a new group, and a resumed one is
+            refused when they changed.
 
         Returns
         -------
@@ -251,6 +263,7 @@ class RunStore:
             if resume:
                 self.group = _open_group(self.url, "r+", self.storage_options)
                 self._check_same_run(attrs, status)
+                self._check_same_pixels(pixels, status)
                 if status == RUNNING:
                     self._lock()
                 return status == RUNNING
@@ -265,6 +278,7 @@ class RunStore:
         if status is not None:
             # Refuse before deleting: another run may be writing there.
             _check_lock(self.url, shown)
+        recorded = {} if pixels is None else {PIXELS_KEY: pixel_checksums(pixels)}
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
             self._fresh = True
@@ -273,7 +287,12 @@ class RunStore:
             raise StoreError(msg) from None
         self._lock()
         self.group.attrs.update(
-            {STATUS_KEY: RUNNING, "tilesky_version": __version__, **dict(attrs or {})}
+            {
+                STATUS_KEY: RUNNING,
+                "tilesky_version": __version__,
+                **dict(attrs or {}),
+                **recorded,
+            }
         )
         return True
 
@@ -323,6 +342,24 @@ class RunStore:
                     "start again"
                 )
                 raise StoreError(msg, params="overwrite")
+
+    def _check_same_pixels(self, pixels, status: str) -> None:
+        """Refuse to resume a run whose input's pixels changed since it started."""
+        if pixels is None:
+            return
+        recorded = self.group.attrs.get(PIXELS_KEY)
+        changed = (
+            "it records no checksums of its input's pixels"
+            if recorded is None
+            else compare_pixels(recorded, pixels)
+        )
+        if changed:
+            what = "finished" if status == COMPLETE else "started"
+            msg = (
+                f"cannot resume {_display(self.url)!r}: {changed} since the run "
+                f"{what}; pass overwrite=True to start again"
+            )
+            raise StoreError(msg, params="overwrite")
 
     def discard(self) -> None:
         """Delete the group (used when a new run fails before any block)."""
@@ -380,17 +417,34 @@ class RunStore:
 
     # -- arrays -----------------------------------------------------------------
     def _existing_blocks(self, path: str) -> set[tuple[int, ...]]:
+        """Blocks of ``path`` in the store whose checksums hold.
+
+        A damaged block (zeroed, overwritten, truncated) is deleted, so it
+        is computed again rather than reused.
+        """
         store = self.group.store
         prefix = f"{path}/c/"
         keys = sync(_keys_with_prefix(store, prefix))
-        out = set()
+        found = {}
         for key in keys:
             parts = key[len(prefix) :].split("/")
             try:
-                out.add(tuple(int(p) for p in parts))
+                found[key] = tuple(int(p) for p in parts)
             except ValueError:
                 continue
-        return out
+        if self._fresh or not found:
+            return set(found.values())
+        damaged = sync(damaged_keys(store, sorted(found), self.group[path]))
+        if damaged:
+            log.warning(
+                "%s: %d damaged block(s) of %s (checksum mismatch) are recomputed",
+                _display(self.url),
+                len(damaged),
+                path,
+            )
+            for key in damaged:
+                sync(store.delete(key))
+        return {index for key, index in found.items() if key not in damaged}
 
     def write_array(
         self,
@@ -442,9 +496,7 @@ class RunStore:
                 fill_value=fill,
                 dimension_names=dims,
                 config={"write_empty_chunks": True},
-                # Checkpoints are read back within the run and then deleted:
-                # compressing them costs more CPU than the bytes it saves.
-                **({"compressors": None} if path.startswith(f"{WORK}/") else {}),
+                compressors=chunk_codecs(work=path.startswith(f"{WORK}/")),
             )
         if attrs:
             target.attrs.update(_jsonable(dict(attrs)))
