@@ -22,11 +22,13 @@ from tilesky.io._image import (
     check_shape,
     describe,
     header_from_attrs,
+    integer_offset,
     key_text,
     lazy_read,
     make_identity,
     pick_variable,
     reject,
+    to_working,
     working_dtype,
 )
 from tilesky.io._tiles import aligned_chunks
@@ -43,13 +45,19 @@ class _ZarrReader:
     ndim = 2
 
     def __init__(
-        self, array: Any, label: str, dtype: np.dtype, secrets: tuple[str, ...]
+        self,
+        array: Any,
+        label: str,
+        dtype: np.dtype,
+        secrets: tuple[str, ...],
+        offset: int = 0,
     ) -> None:
         self.array = array
         self.label = label
         self.shape = tuple(int(n) for n in array.shape)
         self.dtype = dtype
         self.secrets = secrets
+        self.offset = offset
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         try:
@@ -60,7 +68,7 @@ class _ZarrReader:
                 f"{describe(exc)}; the store may be corrupt"
             )
             raise_clean(msg, exc, self.secrets)
-        return block.astype(self.dtype, copy=False)
+        return to_working(block, self.dtype, self.offset)
 
 
 def open_zarr(
@@ -93,11 +101,29 @@ def open_zarr(
     identity, attrs = _identity(array, label, name)
     native = getattr(array, "shards", None) or array.chunks
     edges = aligned_chunks(array.shape, native if chunks is None else chunks, box)
-    reader = _ZarrReader(array, what, target, secret_values(location, options))
-    token = tokenize(label, name, identity["fingerprint"], edges, str(target))
+    secrets = secret_values(location, options)
+    offset = 0 if boolean else integer_offset(array.dtype, array.shape, _raw(array))
+    if offset:
+        identity["offset"] = offset
+        log.info("%s: offset %d removed from its integer pixels", what, offset)
+    reader = _ZarrReader(array, what, target, secrets, offset)
+    token = tokenize(label, name, identity["fingerprint"], edges, str(target), offset)
     data = lazy_read(reader, "zarr", token, edges, target)
     log.info("opened %s: shape %s, chunks %s", what, array.shape, edges)
     return ImageInput(data, identity, header_from_attrs(attrs, group_attrs), None)
+
+
+def _raw(array: Any) -> Any:
+    """``read(key)`` of the stored pixels, for :func:`integer_offset`."""
+
+    def read(key: tuple[slice, slice]) -> np.ndarray:
+        try:
+            return np.asarray(array[key])
+        except Exception as exc:
+            msg = f"cannot read {key_text(key, array.shape)}: {describe(exc)}"
+            raise InputError(msg) from exc
+
+    return read
 
 
 def _open_node(location: str, label: str, remote: bool, options: dict) -> Any:
