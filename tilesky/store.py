@@ -56,7 +56,7 @@ from tilesky._checksums import (
 from tilesky._lock import _check_lock, _lock_path, _release_lock
 from tilesky._version import __version__
 from tilesky.backends._tile_map import ZarrSource
-from tilesky.errors import OutputExistsError, StoreError
+from tilesky.errors import OutputExistsError, StoreError, out_of_space
 
 __all__ = [
     "OutputExistsError",
@@ -152,7 +152,8 @@ def _write_block(block: np.ndarray, url: str, storage_options, path: str, region
         zarr_format=3,
         **({"storage_options": storage_options} if storage_options else {}),
     )
-    arr[region] = block
+    with out_of_space(_display(url)):
+        arr[region] = block
     return 1
 
 
@@ -286,14 +287,15 @@ class RunStore:
             msg = f"cannot create output {shown!r}: {exc}"
             raise StoreError(msg) from None
         self._lock()
-        self.group.attrs.update(
-            {
-                STATUS_KEY: RUNNING,
-                "tilesky_version": __version__,
-                **dict(attrs or {}),
-                **recorded,
-            }
-        )
+        with out_of_space(shown):
+            self.group.attrs.update(
+                {
+                    STATUS_KEY: RUNNING,
+                    "tilesky_version": __version__,
+                    **dict(attrs or {}),
+                    **recorded,
+                }
+            )
         return True
 
     def _lock(self) -> None:
@@ -362,10 +364,21 @@ class RunStore:
             raise StoreError(msg, params="overwrite")
 
     def discard(self) -> None:
-        """Delete the group (used when a new run fails before any block)."""
+        """Delete the group (used when a new run fails before any block).
+
+        A group that holds a block is kept (unfinished, resumable): a run
+        that lost its scheduler cannot count the blocks its workers wrote.
+        """
         import fsspec
 
         self.release()
+        try:
+            keys = sync(_keys_with_prefix(self.group.store, ""))
+            if any("/c/" in key for key in keys):
+                log.info("keeping unfinished output %s: it holds blocks", self.url)
+                return
+        except Exception:
+            pass  # cannot list it: remove it as before
         try:
             fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
             fs.rm(path, recursive=True)
@@ -385,10 +398,10 @@ class RunStore:
         import fsspec
 
         text = json.dumps(_jsonable(value), indent=1, sort_keys=True)
-        with fsspec.open(
-            f"{self.url.rstrip('/')}/{name}", "w", **self.storage_options
-        ) as f:
-            f.write(text)
+        where = f"{self.url.rstrip('/')}/{name}"
+        with out_of_space(_display(self.url)):
+            with fsspec.open(where, "w", **self.storage_options) as f:
+                f.write(text)
 
     def finish(
         self, attrs: Mapping[str, Any] | None = None, *, keep_work: bool = False
@@ -403,16 +416,17 @@ class RunStore:
             Keep the checkpoints under ``_work/``.
         """
         self.drain()
-        if attrs:
-            self.group.attrs.update(_jsonable(dict(attrs)))
-        if not keep_work and WORK in self.group:
-            del self.group[WORK]
-        self.group.attrs[STATUS_KEY] = COMPLETE
-        with warnings.catch_warnings():
-            # Consolidated metadata is not yet in the v3 spec, but xarray
-            # reads it and then opens the group with one request.
-            warnings.simplefilter("ignore")
-            zarr.consolidate_metadata(self.group.store)
+        with out_of_space(_display(self.url)):
+            if attrs:
+                self.group.attrs.update(_jsonable(dict(attrs)))
+            if not keep_work and WORK in self.group:
+                del self.group[WORK]
+            self.group.attrs[STATUS_KEY] = COMPLETE
+            with warnings.catch_warnings():
+                # Consolidated metadata is not yet in the v3 spec, but xarray
+                # reads it and then opens the group with one request.
+                warnings.simplefilter("ignore")
+                zarr.consolidate_metadata(self.group.store)
         self.release()
 
     # -- arrays -----------------------------------------------------------------
@@ -475,6 +489,10 @@ class RunStore:
         return self.write_arrays([(path, array, dims, attrs)])[0]
 
     def _target(self, path, array, dims, attrs):
+        with out_of_space(_display(self.url)):
+            return self._make_target(path, array, dims, attrs)
+
+    def _make_target(self, path, array, dims, attrs):
         chunks = tuple(c[0] for c in array.chunks)
         fill = np.nan if array.dtype.kind == "f" else 0
         target = None
