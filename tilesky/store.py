@@ -57,6 +57,7 @@ from tilesky._lock import _check_lock, _lock_path, _release_lock
 from tilesky._version import __version__
 from tilesky.backends._tile_map import ZarrSource
 from tilesky.errors import OutputExistsError, StoreError, out_of_space
+from tilesky.io._urls import bounded_options, probe_object_store
 
 __all__ = [
     "OutputExistsError",
@@ -97,6 +98,8 @@ def run_status(url: str, *, storage_options: dict | None = None) -> str | None:
         ``"complete"``, ``"running"`` (unfinished), another value for a
         group that is not a tilesky run, or None when nothing is there.
     """
+    storage_options = bounded_options(url, storage_options)
+    probe_object_store(url, storage_options)
     try:
         group = _open_group(url, "r", storage_options)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
@@ -186,7 +189,12 @@ class RunStore:
 
     def __init__(self, url: str, *, storage_options: dict | None = None):
         self.url = str(url)
-        self.storage_options = dict(storage_options or {})
+        # Options are the object store's (endpoint, credentials): a local
+        # output, such as one beside an S3 input, takes none.
+        remote = _lock_path(self.url) is None
+        self.storage_options = (
+            bounded_options(self.url, storage_options) if remote else {}
+        )
         self.blocks_written = 0
         self.blocks_skipped = 0
         self.group = None
