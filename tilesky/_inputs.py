@@ -29,6 +29,7 @@ from tilesky.io import (
     run_tiles,
     strip_credentials,
 )
+from tilesky.io._zarr import quiet_foreign_objects
 from tilesky.kernels._ring import ring_depth
 
 __all__ = ["Prepared", "prepare", "refuse_overlap", "simulation_reference"]
@@ -304,7 +305,8 @@ def simulation_reference(source: Any, *, chunks=None, storage_options=None) -> d
     elif isinstance(source, str):
         try:
             kw = {"storage_options": storage_options} if storage_options else {}
-            ds = xr.open_zarr(source, consolidated=False, **kw)
+            with quiet_foreign_objects():
+                ds = xr.open_zarr(source, consolidated=False, **kw)
         except Exception:  # not a Zarr group: no reference
             return {}
     else:

@@ -131,13 +131,20 @@ def open_run(url: str, *, storage_options: dict | None = None):
     if status is None:
         msg = f"no tilesky run at {_display(url)!r}"
         raise StoreError(msg)
+    if status not in (COMPLETE, RUNNING):
+        msg = (
+            f"{_display(url)!r} is not a tilesky run (an input store?); give the "
+            "output of a tilesky run"
+        )
+        raise StoreError(msg)
     if status != COMPLETE:
         msg = (
             f"the run at {_display(url)!r} did not finish (status {status!r}); "
             "run it again with resume=True to continue it, or start it again"
         )
         raise StoreError(msg, params="resume")
-    kw = {"storage_options": storage_options} if storage_options else {}
+    remote = _lock_path(str(url)) is None
+    kw = {"storage_options": storage_options} if storage_options and remote else {}
     with warnings.catch_warnings():
         # The status is written before the metadata is consolidated; a run
         # stopped between the two is complete and opens without it.

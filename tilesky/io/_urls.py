@@ -216,6 +216,8 @@ def probe_object_store(url: str, options: Mapping) -> None:
         return
     import threading
 
+    import fsspec.asyn
+
     config = options.get("config_kwargs") or {}
     wait = float(config.get("connect_timeout", 10)) + float(
         config.get("read_timeout", 15)
@@ -228,7 +230,12 @@ def probe_object_store(url: str, options: Mapping) -> None:
 
             fs = s3fs.S3FileSystem(**dict(options), skip_instance_cache=True)
             fs.retries = 1
-            fs.info(str(url).split("://", 1)[1].rstrip("/"))
+            try:
+                fs.info(str(url).split("://", 1)[1].rstrip("/"))
+            finally:
+                # Its own session: closed here, not left to the interpreter.
+                if getattr(fs, "_s3", None) is not None:
+                    fsspec.asyn.sync(fs.loop, fs._s3.__aexit__, None, None, None)
         except BaseException as exc:  # judged below
             outcome["error"] = exc
 

@@ -10,7 +10,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from tilesky.io._image import (
 from tilesky.io._tiles import aligned_chunks
 from tilesky.io._urls import raise_clean, secret_values
 
-__all__ = ["open_zarr"]
+__all__ = ["open_zarr", "quiet_foreign_objects"]
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ def open_zarr(
     credentials, or an absolute path); ``options`` are the fsspec storage
     options of a ``remote`` location. See :func:`tilesky.io.open_image`.
     """
-    node = _open_node(location, label, remote, options)
-    array, name, group_attrs = _pick_array(node, label, variable)
+    with quiet_foreign_objects():
+        node = _open_node(location, label, remote, options)
+        array, name, group_attrs = _pick_array(node, label, variable)
 
     what = f"Zarr array {name!r} of {label!r}" if name else f"Zarr array {label!r}"
     if name:
@@ -124,6 +126,19 @@ def _raw(array: Any) -> Any:
             raise InputError(msg) from exc
 
     return read
+
+
+#: zarr warns once per file that is not part of the hierarchy (a README, a
+#: report written beside the arrays): noise for a store that reads fine.
+_FOREIGN_OBJECT = r"Object at .* is not recognized as a component of a Zarr"
+
+
+@contextlib.contextmanager
+def quiet_foreign_objects() -> Iterator[None]:
+    """Silence zarr's warnings about stray non-Zarr files in a store."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_FOREIGN_OBJECT)
+        yield
 
 
 def _open_node(location: str, label: str, remote: bool, options: dict) -> Any:
