@@ -25,7 +25,6 @@ __all__ = [
     "PipelineError",
     "StoreError",
     "TileskyError",
-    "out_of_space",
 ]
 
 
