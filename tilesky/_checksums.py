@@ -16,6 +16,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -29,8 +30,12 @@ __all__ = [
     "chunk_intact",
     "compare_pixels",
     "damaged_keys",
+    "drop_damaged",
     "pixel_checksums",
+    "refuse_changed_pixels",
 ]
+
+log = logging.getLogger("tilesky")
 
 #: The attribute of the run store that holds the input's block checksums.
 PIXELS_KEY = "input_pixels"
@@ -128,6 +133,77 @@ def compare_pixels(
                 "blocks differ)"
             )
     return "; ".join(parts) or None
+
+
+def refuse_changed_pixels(
+    attrs: Mapping[str, Any],
+    pixels: Mapping[str, da.Array] | None,
+    shown: str,
+    what: str,
+) -> None:
+    """Refuse to resume a run whose input's pixels changed since it ``what``.
+
+    Parameters
+    ----------
+    attrs : mapping
+        The run store's attributes (with :data:`PIXELS_KEY`).
+    pixels : mapping of str to dask.array.Array or None
+        The input's arrays now; None: nothing to check.
+    shown : str
+        The store, as messages show it.
+    what : str
+        ``"started"`` or ``"finished"``.
+    """
+    from tilesky.errors import StoreError
+
+    if pixels is None:
+        return
+    recorded = attrs.get(PIXELS_KEY)
+    changed = (
+        "it records no checksums of its input's pixels"
+        if recorded is None
+        else compare_pixels(recorded, pixels)
+    )
+    if changed:
+        msg = (
+            f"cannot resume {shown!r}: {changed} since the run {what}; pass "
+            "overwrite=True to start again"
+        )
+        raise StoreError(msg, params="overwrite")
+
+
+def drop_damaged(store: Any, found: Mapping[str, Any], array: Any, shown: str) -> set:
+    """Delete the chunks of ``array`` (keys ``found``) that fail their checksum.
+
+    Parameters
+    ----------
+    store : zarr store
+        The run store's.
+    found : mapping
+        Chunk key to block index, as listed.
+    array : zarr.Array
+        Their array.
+    shown : str
+        The store, as messages show it.
+
+    Returns
+    -------
+    set of str
+        The keys deleted: those blocks are computed again.
+    """
+    from zarr.core.sync import sync
+
+    damaged = sync(damaged_keys(store, sorted(found), array))
+    if damaged:
+        log.warning(
+            "%s: %d damaged block(s) of %s (checksum mismatch) are recomputed",
+            shown,
+            len(damaged),
+            array.path,
+        )
+        for key in damaged:
+            sync(store.delete(key))
+    return damaged
 
 
 def _what(name: str) -> str:

@@ -49,11 +49,17 @@ from tilesky import _progress
 from tilesky._checksums import (
     PIXELS_KEY,
     chunk_codecs,
-    compare_pixels,
-    damaged_keys,
+    drop_damaged,
     pixel_checksums,
+    refuse_changed_pixels,
 )
-from tilesky._lock import _check_lock, _lock_path, _release_lock
+from tilesky._lock import (
+    _check_lock,
+    _lock_path,
+    _path_exists,
+    _path_is_empty,
+    _release_lock,
+)
 from tilesky._version import __version__
 from tilesky.backends._tile_map import ZarrSource
 from tilesky.errors import OutputExistsError, StoreError, out_of_space
@@ -279,7 +285,10 @@ class RunStore:
             if resume:
                 self.group = _open_group(self.url, "r+", self.storage_options)
                 self._check_same_run(attrs, status)
-                self._check_same_pixels(pixels, status)
+                what = "finished" if status == COMPLETE else "started"
+                refuse_changed_pixels(
+                    self.group.attrs, pixels, _display(self.url), what
+                )
                 if status == RUNNING:
                     self._lock()
                 return status == RUNNING
@@ -359,24 +368,6 @@ class RunStore:
                     "start again"
                 )
                 raise StoreError(msg, params="overwrite")
-
-    def _check_same_pixels(self, pixels, status: str) -> None:
-        """Refuse to resume a run whose input's pixels changed since it started."""
-        if pixels is None:
-            return
-        recorded = self.group.attrs.get(PIXELS_KEY)
-        changed = (
-            "it records no checksums of its input's pixels"
-            if recorded is None
-            else compare_pixels(recorded, pixels)
-        )
-        if changed:
-            what = "finished" if status == COMPLETE else "started"
-            msg = (
-                f"cannot resume {_display(self.url)!r}: {changed} since the run "
-                f"{what}; pass overwrite=True to start again"
-            )
-            raise StoreError(msg, params="overwrite")
 
     def discard(self) -> None:
         """Delete the group (used when a new run fails before any block).
@@ -463,16 +454,7 @@ class RunStore:
                 continue
         if self._fresh or not found:
             return set(found.values())
-        damaged = sync(damaged_keys(store, sorted(found), self.group[path]))
-        if damaged:
-            log.warning(
-                "%s: %d damaged block(s) of %s (checksum mismatch) are recomputed",
-                _display(self.url),
-                len(damaged),
-                path,
-            )
-            for key in damaged:
-                sync(store.delete(key))
+        damaged = drop_damaged(store, found, self.group[path], _display(self.url))
         return {index for key, index in found.items() if key not in damaged}
 
     def write_array(
@@ -806,29 +788,6 @@ def _display(url: str) -> str:
     from tilesky.io import strip_credentials
 
     return strip_credentials(url)
-
-
-def _path_exists(url: str, storage_options: dict | None) -> bool:
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        return bool(fs.exists(path))
-    except Exception:
-        return False
-
-
-def _path_is_empty(url: str, storage_options: dict | None) -> bool:
-    """True when nothing is at ``url`` or it is an empty directory."""
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        if not fs.exists(path):
-            return True
-        return fs.isdir(path) and not fs.ls(path, detail=False)
-    except Exception:
-        return True
 
 
 def _jsonable(value: Any) -> Any:
