@@ -418,7 +418,8 @@ def run_to_store(
         refuse_overlap(out, out_storage_options, what, given, storage_options)
     store = RunStore(out, storage_options=out_storage_options)
     attrs = _store_attrs(config, prepared.image, mask, weight, extra_attrs)
-    if not store.create(overwrite=overwrite, resume=resume, attrs=attrs):
+    pixels = prepared.pixel_arrays()
+    if not store.create(overwrite=overwrite, resume=resume, attrs=attrs, pixels=pixels):
         log.info("%s is already complete: nothing to do", out)
         return RunResult(url=str(out), computed=False)
     # Checkpoints and outputs of one run: about twelve float32 images.

@@ -29,6 +29,7 @@ from tilesky.io import (
     run_tiles,
     strip_credentials,
 )
+from tilesky.io._zarr import quiet_foreign_objects
 from tilesky.kernels._ring import ring_depth
 
 __all__ = ["Prepared", "prepare", "refuse_overlap", "simulation_reference"]
@@ -49,6 +50,22 @@ class Prepared:
     scene: Any
     user_mask: Any
     weight: Any = None
+
+    def pixel_arrays(self) -> dict[str, Any]:
+        """The arrays whose pixels a run depends on: image, weight, mask.
+
+        Returns
+        -------
+        dict of str to array
+            ``image`` (as read, before the weight blanks pixels), and
+            ``weight`` and ``mask`` when the run has them.
+        """
+        arrays = {"image": self.image.data}
+        if self.weight is not None:
+            arrays["weight"] = self.weight
+        if self.user_mask is not None:
+            arrays["mask"] = self.user_mask
+        return arrays
 
 
 def prepare(
@@ -293,7 +310,8 @@ def simulation_reference(source: Any, *, chunks=None, storage_options=None) -> d
     elif isinstance(source, str):
         try:
             kw = {"storage_options": storage_options} if storage_options else {}
-            ds = xr.open_zarr(source, consolidated=False, **kw)
+            with quiet_foreign_objects():
+                ds = xr.open_zarr(source, consolidated=False, **kw)
         except Exception:  # not a Zarr group: no reference
             return {}
     else:

@@ -4,6 +4,8 @@
 A second run on the same output is refused while the owner lives; the lock
 of a process that is gone (on this host) is removed and taken over. Object
 stores have no lock (there is no atomic create-if-absent to build it on).
+What is at an output path (nothing, an empty directory) is checked here
+too: it decides whether ``overwrite`` may replace it.
 """
 
 from __future__ import annotations
@@ -78,3 +80,26 @@ def _release_lock(path: str, run: str) -> None:
             if json.load(f).get("run") != run:
                 return
         os.remove(path)
+
+
+def _path_exists(url: str, storage_options: dict | None) -> bool:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return bool(fs.exists(path))
+    except Exception:
+        return False
+
+
+def _path_is_empty(url: str, storage_options: dict | None) -> bool:
+    """True when nothing is at ``url`` or it is an empty directory."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(path):
+            return True
+        return fs.isdir(path) and not fs.ls(path, detail=False)
+    except Exception:
+        return True

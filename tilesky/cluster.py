@@ -298,11 +298,12 @@ def _remote_cluster(
         f"tilesky: connected to {where} with {workers}"
         + (f"; dashboard: {link}" if link else "; no dashboard")
     )
-    try:
-        with _explained_worker_deaths():
-            yield ExecutionContext("remote", client, link)
-    finally:
-        client.close()
+    with _quiet_lost_scheduler():
+        try:
+            with _explained_worker_deaths(where):
+                yield ExecutionContext("remote", client, link)
+        finally:
+            client.close()
 
 
 def _scheduler_address(scheduler: str) -> str:
@@ -449,14 +450,51 @@ def _quiet_task_failures(client: Any) -> Iterator[None]:
         logger.removeFilter(dropped)
 
 
+class _DropLostConnection(logging.Filter):
+    """Drops the client's tracebacks of its failed reconnections."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import asyncio
+
+        from distributed.comm import CommClosedError
+
+        if str(record.msg).startswith("Failed to reconnect"):
+            return False
+        kind = record.exc_info[0] if record.exc_info else None
+        lost = (asyncio.CancelledError, CommClosedError, OSError)
+        return not (kind is not None and issubclass(kind, lost))
+
+
 @contextlib.contextmanager
-def _explained_worker_deaths() -> Iterator[None]:
-    """Turn distributed's KilledWorker into a ClusterError that says why."""
+def _quiet_lost_scheduler() -> Iterator[None]:
+    """A lost scheduler reaches the user as one line, not the client's logs."""
+    logger = logging.getLogger("distributed.client")
+    dropped = _DropLostConnection()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
+
+
+@contextlib.contextmanager
+def _explained_worker_deaths(scheduler: str = "the local cluster") -> Iterator[None]:
+    """Turn KilledWorker and a lost scheduler into ClusterErrors that say why."""
     from dask.utils import key_split
+    from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
 
     try:
         yield
+    except FutureCancelledError as exc:
+        if "connection" not in str(exc):
+            raise
+        msg = (
+            f"lost the connection to the Dask scheduler {scheduler} (it stopped "
+            "or the network failed); the blocks written so far are kept: run "
+            "again with resume=True to continue"
+        )
+        raise ClusterError(msg, params="resume") from exc
     except KilledWorker as exc:
         msg = (
             f"a worker died while running a {key_split(exc.task)!r} task (out of "

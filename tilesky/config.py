@@ -290,6 +290,18 @@ class MeshConfig:
         _positive("power", self.power, allow_zero=True)
         _positive("regularization", self.regularization, allow_zero=True)
         _positive("max_distance", self.max_distance)
+        if self.max_distance > MAX_DISTANCE_BOXES:
+            # The neighbour search's window grows with its square.
+            msg = (
+                f"max_distance must be at most {MAX_DISTANCE_BOXES} boxes, "
+                f"got {self.max_distance!r}"
+            )
+            raise ConfigError(msg)
+
+
+#: The reach of the mesh's neighbour search, in boxes, that keeps its
+#: window's memory finite.
+MAX_DISTANCE_BOXES = 1024
 
 
 @dataclass(frozen=True)
@@ -846,28 +858,46 @@ def load_config(
     Config
         The validated configuration.
     """
-    name = preset or "default"
+    data = None if path is None else _read_toml(path)
+    # A file's ``preset = "..."`` is its starting point; preset= wins.
+    named = data.pop("preset", None) if data is not None else None
+    name = preset or named or "default"
     if name == "sextractor":
         msg = (
             "the sextractor preset is a run mode of its own: use "
             "tilesky.sextractor_mode.estimate_sextractor or run_sextractor"
         )
         raise ConfigError(msg)
-    if name not in PRESETS:
-        msg = f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}"
+    if not isinstance(name, str) or name not in PRESETS:
+        where = f" in {str(path)!r}" if name == named else ""
+        msg = (
+            f"unknown preset {name!r}{where}; choose one of "
+            f"{', '.join(sorted(PRESETS))}"
+        )
         raise ConfigError(msg)
     cfg = PRESETS[name]
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            msg = f"cannot read configuration file {str(path)!r}: {exc.strerror}"
-            raise ConfigError(msg) from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            msg = f"configuration file {str(path)!r} is not valid TOML: {exc}"
-            raise ConfigError(msg) from None
-        data.pop("preset", None)
+    if data is not None:
         cfg = Config.from_dict(data, base=cfg)
     return cfg.with_overrides(overrides)
+
+
+def _read_toml(path: str | Path) -> dict:
+    """The tables of a TOML file; one-line errors for unreadable ones."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        msg = f"cannot read configuration file {str(path)!r}: {exc.strerror}"
+        raise ConfigError(msg) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"configuration file {str(path)!r} is not UTF-8 text (byte "
+            f"{exc.start}); TOML files are UTF-8: save it as UTF-8"
+        )
+        raise ConfigError(msg) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"configuration file {str(path)!r} is not valid TOML: {exc}"
+        raise ConfigError(msg) from None

@@ -12,7 +12,9 @@ This module imports nothing from tilesky: any module can raise these.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import errno
+from collections.abc import Iterable, Iterator
 
 __all__ = [
     "USER_ERRORS",
@@ -133,3 +135,42 @@ USER_ERRORS = (
     FileNotFoundError,
     PermissionError,
 )
+
+
+#: What a full filesystem (or quota, or file-size limit) raises as errno.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def out_of_space(shown: str) -> Iterator[None]:
+    """Turn "no space left" while writing ``shown`` into a one-line StoreError.
+
+    Parameters
+    ----------
+    shown : str
+        The output, as a message may show it (no credentials).
+
+    Yields
+    ------
+    None
+        The writes run inside the context.
+
+    Examples
+    --------
+    >>> with out_of_space("out.zarr"):
+    ...     raise OSError(errno.ENOSPC, "No space left on device")
+    Traceback (most recent call last):
+    ...
+    tilesky.errors.StoreError: no space left writing 'out.zarr' (No space left ...
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        msg = (
+            f"no space left writing {shown!r} ({exc.strerror or exc}); free some "
+            "space (or choose another output), then run again with resume=True "
+            "to continue from the blocks already written"
+        )
+        raise StoreError(msg, params="resume") from None

@@ -59,12 +59,23 @@ def celestial_header(header_text: str | None) -> fits.Header:
     import warnings
 
     header = fits.Header.fromstring(header_text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS(header)
-    if not wcs.has_celestial:
-        return fits.Header()
-    return wcs.celestial.to_header(relax=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header)
+            if not wcs.has_celestial:
+                return fits.Header()
+            return wcs.celestial.to_header(relax=True)
+    except (ValueError, MemoryError, KeyError) as exc:
+        # wcslib's errors (singular matrix, inconsistent axis types) are
+        # ValueErrors spanning lines; the user fixes the input's keywords.
+        text = " ".join(str(exc).split())
+        text = text.split(": ", 1)[-1] if "wcslib" in text or "ERROR" in text else text
+        msg = (
+            f"the input's WCS cannot be used ({type(exc).__name__}: {text}); fix its "
+            "CTYPEi/CDi_j/PCi_j/CDELTi keywords and run again"
+        )
+        raise StoreError(msg) from None
 
 
 def config_hash(config: dict | None) -> str:

@@ -20,9 +20,11 @@ from tilesky.io._image import (
     ImageInput,
     check_shape,
     header_from_attrs,
+    integer_offset,
     make_identity,
     pick_variable,
     reject,
+    to_working,
     working_dtype,
 )
 from tilesky.io._tiles import aligned_chunks
@@ -85,11 +87,20 @@ def _align_dask(
     target = working_dtype(arr.dtype, what, boolean)
     native = tuple(c[0] for c in arr.chunks)
     edges = aligned_chunks(arr.shape, native if chunks is None else chunks, box)
-    if arr.dtype != target:
+    offset = 0 if boolean else integer_offset(arr.dtype, arr.shape, _window(arr))
+    if offset:
+        log.info("%s: offset %d removed from its integer pixels", what, offset)
+        arr = arr.map_blocks(to_working, target, offset, dtype=target)
+    elif arr.dtype != target:
         # np.dtype(">f4") != np.dtype("<f4"), so this also fixes byte order.
         arr = arr.astype(target)
     log.debug("%s: chunks %s -> %s (box %s)", what, arr.chunksize, edges, box)
     return arr.rechunk(edges)
+
+
+def _window(arr: da.Array):
+    """``read(key)`` computing a window of a dask array (for integer_offset)."""
+    return lambda key: arr[key].compute(scheduler="sync")
 
 
 def _open_numpy(
@@ -107,7 +118,12 @@ def _open_numpy(
     edges = aligned_chunks(arr.shape, chunks, box)
     name = f"tilesky-read-numpy-{identity['fingerprint']['token']}-{tokenize(edges)}"
     data = da.from_array(np.asarray(arr), chunks=edges, name=name)
-    if data.dtype != target:
+    offset = 0 if boolean else integer_offset(arr.dtype, arr.shape, arr.__getitem__)
+    if offset:
+        identity["offset"] = offset
+        log.info("%s: offset %d removed from its integer pixels", what, offset)
+        data = data.map_blocks(to_working, target, offset, dtype=target)
+    elif data.dtype != target:
         data = data.astype(target)
     return ImageInput(data, identity, None, None)
 

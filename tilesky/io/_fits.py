@@ -33,9 +33,11 @@ from tilesky.io._image import (
     ImageInput,
     check_shape,
     describe,
+    integer_offset,
     key_text,
     lazy_read,
     make_identity,
+    to_working,
     working_dtype,
 )
 from tilesky.io._products import (
@@ -147,6 +149,10 @@ class _FitsReader:
         self.row_bytes = row_bytes
         self.label = label
         self.secrets = secrets
+        # Removed from integer pixels (see integer_offset), with the stored
+        # dtype they are read in first.
+        self.offset = 0
+        self.stored: np.dtype | None = None
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         rows, cols = (
@@ -161,6 +167,9 @@ class _FitsReader:
                 if not self.banded:
                     # Tile-compressed: astropy decompresses only the tiles
                     # under the key. np.array copies to native order.
+                    if self.offset:
+                        block = np.asarray(section[rows, cols])
+                        return to_working(block, self.dtype, self.offset)
                     return np.array(section[rows, cols], dtype=self.dtype)
                 # astropy seeks back to where the file stood after each read;
                 # opening left it past the HDU's data, so on a gzip stream
@@ -184,14 +193,15 @@ class _FitsReader:
         # Python call per row, and on a gzip stream each of those rewinds.
         # The assignment copies into native order, so no view of a memmap
         # outlives the file.
-        out = np.empty((rows.stop - rows.start, cols.stop - cols.start), self.dtype)
+        dtype = self.stored if self.offset else self.dtype
+        out = np.empty((rows.stop - rows.start, cols.stop - cols.start), dtype)
         step = max(1, _BAND_BYTES // max(self.row_bytes, 1))
         for start in range(rows.start, rows.stop, step):
             stop = min(start + step, rows.stop)
             out[start - rows.start : stop - rows.start] = section[start:stop, :][
                 :, cols
             ]
-        return out
+        return to_working(out, self.dtype, self.offset) if self.offset else out
 
 
 def _astropy_said(caught: list) -> str:
@@ -364,7 +374,14 @@ def open_fits(
         repr(label),
         secret_values(location, options),
     )
-    token = tokenize(label, h.index, fingerprint, edges, str(target))
+    reader.stored = np.dtype(h.stored).newbyteorder("=")
+    stored_reader = copy.copy(reader)
+    stored_reader.dtype = reader.stored
+    reader.offset = integer_offset(h.stored, h.shape, stored_reader.__getitem__)
+    if reader.offset:
+        identity["offset"] = reader.offset
+        log.info("%s: offset %d removed from its integer pixels", h.what, reader.offset)
+    token = tokenize(label, h.index, fingerprint, edges, str(target), reader.offset)
     data = lazy_read(reader, "fits", token, edges, target)
     mode = "tiles" if h.compressed else "row bands"
     log.info("opened %s: shape %s, chunks %s, reads %s", h.what, h.shape, edges, mode)
@@ -388,7 +405,7 @@ def _product_dtypes(hdul: Any, index: int, shape: tuple) -> dict:
 def _companion(reader: _FitsReader, name: str, index: int, dtype, edges, token):
     """A lazily read DQ/WHT/ERR HDU, chunked like the image."""
     aux = copy.copy(reader)
-    aux.index, aux.dtype = index, np.dtype(dtype)
+    aux.index, aux.dtype, aux.offset = index, np.dtype(dtype), 0
     aux.row_bytes = reader.shape[1] * np.dtype(dtype).itemsize
     aux.label = f"{reader.label} ({name})"
     return lazy_read(aux, f"fits-{name.lower()}", token, edges, aux.dtype)

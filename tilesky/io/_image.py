@@ -22,11 +22,13 @@ __all__ = [
     "check_shape",
     "describe",
     "header_from_attrs",
+    "integer_offset",
     "key_text",
     "lazy_read",
     "make_identity",
     "pick_variable",
     "reject",
+    "to_working",
     "working_dtype",
 ]
 
@@ -150,6 +152,71 @@ def working_dtype(dtype: Any, what: str, boolean: bool = False) -> np.dtype:
     if dtype.kind == "f" and dtype.itemsize >= 8:
         return np.dtype(np.float64)
     return np.dtype(np.float32)
+
+
+#: Integers beyond this magnitude are not all exact in float32.
+_FLOAT32_EXACT = 2**24
+#: The side of the central window whose median is an integer image's offset.
+_OFFSET_WINDOW = 256
+
+
+def integer_offset(dtype: Any, shape: tuple[int, ...], read: Any) -> int:
+    """The offset removed from integer pixels before they become float32.
+
+    float32 holds integers exactly only up to 2**24: pixels of about 1e12
+    with a scatter of 100 would all round to a few values (a "constant"
+    image). For 32- and 64-bit integers whose typical value is beyond that,
+    the median of the image's central window (read with ``read(key)``) is
+    removed in integer arithmetic first, so the differences keep their
+    precision. The offset depends on the pixels only, never on the chunks:
+    every reading of the image (tiled or whole) removes the same one.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        The stored pixel type.
+    shape : tuple of int
+        The image's shape.
+    read : callable
+        ``read((rows, cols))`` returns that window of stored pixels.
+
+    Returns
+    -------
+    int
+        The offset, 0 when none is needed.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize < 4:
+        return 0
+    key = tuple(
+        slice(
+            max(0, n // 2 - _OFFSET_WINDOW // 2), min(n, n // 2 + _OFFSET_WINDOW // 2)
+        )
+        for n in shape
+    )
+    sample = np.asarray(read(key))
+    if sample.size == 0:
+        return 0
+    median = int(np.median(sample))
+    return median if abs(median) > _FLOAT32_EXACT else 0
+
+
+def to_working(block: np.ndarray, target: np.dtype, offset: int = 0) -> np.ndarray:
+    """Stored pixels as ``target``, less ``offset`` (see :func:`integer_offset`).
+
+    Examples
+    --------
+    >>> to_working(np.array([10**12, 10**12 + 3]), np.float32, 10**12)
+    array([0., 3.], dtype=float32)
+    """
+    if not offset:
+        return block.astype(target, copy=False)
+    if block.dtype.kind == "u":
+        # Modular difference: exact while |pixel - offset| < 2**63.
+        diff = (block.astype(np.uint64) - np.uint64(offset)).view(np.int64)
+    else:
+        diff = block.astype(np.int64) - np.int64(offset)
+    return diff.astype(target)
 
 
 def check_shape(

@@ -18,7 +18,14 @@ from tilesky.io._array import ARRAY_TYPES, open_array
 from tilesky.io._fits import GZIP_MAGIC, open_fits
 from tilesky.io._image import ImageInput, describe, reject
 from tilesky.io._tiles import int_pair
-from tilesky.io._urls import is_url, scrub, secret_values, strip_credentials
+from tilesky.io._urls import (
+    bounded_options,
+    is_url,
+    probe_object_store,
+    scrub,
+    secret_values,
+    strip_credentials,
+)
 from tilesky.io._zarr import open_zarr
 
 __all__ = ["open_image"]
@@ -112,6 +119,8 @@ def open_image(
         return open_array(source, variable, hdu, box, chunks, boolean)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
+        options = bounded_options(text, options)
+        probe_object_store(text, options)
         try:
             return _open_location(
                 text, variable, hdu, box, chunks, options, boolean, dq_bits

@@ -17,8 +17,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tilesky.errors import InputError
 
 __all__ = [
+    "bounded_options",
     "is_url",
     "parse_storage_options",
+    "probe_object_store",
     "raise_clean",
     "scrub",
     "secret_values",
@@ -143,6 +145,125 @@ def parse_storage_options(pairs: list[str] | tuple[str, ...] | None) -> dict:
             node = child
         node[leaf] = _parse_scalar(raw.strip())
     return options
+
+
+#: Bounded waits for S3 calls. s3fs retries a timed-out call 5 times on its
+#: own; under it botocore's defaults (60 s reads, 5 legacy attempts) made a
+#: call to an endpoint that never answers wait 25 minutes. Here botocore
+#: makes one attempt, so a call fails after about 5 x 15 s. Any value the
+#: user gives wins.
+S3_BOUNDS: dict[str, Any] = {
+    "config_kwargs": {
+        "connect_timeout": 10,
+        "read_timeout": 15,
+        "retries": {"max_attempts": 1, "mode": "standard"},
+    },
+}
+
+
+def bounded_options(url: str, options: Mapping | None) -> dict:
+    """``options`` with connect and read timeouts, one attempt, for ``s3://``.
+
+    Parameters
+    ----------
+    url : str
+        The path or URL the options are for.
+    options : mapping, optional
+        The user's fsspec storage options.
+
+    Returns
+    -------
+    dict
+        A copy, with :data:`S3_BOUNDS` under the user's own values for S3
+        URLs; unchanged for anything else.
+
+    Examples
+    --------
+    >>> opts = bounded_options("s3://b/x.zarr", {"config_kwargs": {"read_timeout": 5}})
+    >>> opts["config_kwargs"]["read_timeout"], opts["config_kwargs"]["connect_timeout"]
+    (5, 10)
+    >>> bounded_options("/data/x.zarr", {"anon": True})
+    {'anon': True}
+    """
+    merged = dict(options or {})
+    if not re.match(r"(?i)^s3a?://", str(url)):
+        return merged
+    for key, value in S3_BOUNDS.items():
+        if isinstance(value, dict) and isinstance(merged.get(key, {}), Mapping):
+            merged[key] = {**value, **dict(merged.get(key) or {})}
+        else:
+            merged.setdefault(key, value)
+    return merged
+
+
+def probe_object_store(url: str, options: Mapping) -> None:
+    """Refuse, in bounded time, an S3 endpoint that accepts and never answers.
+
+    One request (the object's ``info``), one attempt, on its own thread: the
+    later calls each retry 5 times (s3fs), and a run makes many of them,
+    so an endpoint that never answers would otherwise hold the run for
+    minutes. Any answer, even "not found" or "access denied", passes: the
+    opening that follows reports it.
+
+    Parameters
+    ----------
+    url : str
+        The ``s3://`` URL (other URLs are not probed).
+    options : mapping
+        Its storage options, with :func:`bounded_options` applied.
+    """
+    if not re.match(r"(?i)^s3a?://", str(url)):
+        return
+    import threading
+
+    import fsspec.asyn
+
+    config = options.get("config_kwargs") or {}
+    wait = float(config.get("connect_timeout", 10)) + float(
+        config.get("read_timeout", 15)
+    )
+    outcome: dict[str, BaseException] = {}
+
+    def probe() -> None:
+        try:
+            import s3fs
+
+            fs = s3fs.S3FileSystem(**dict(options), skip_instance_cache=True)
+            fs.retries = 1
+            try:
+                fs.info(str(url).split("://", 1)[1].rstrip("/"))
+            finally:
+                # Its own session: closed here, not left to the interpreter.
+                if getattr(fs, "_s3", None) is not None:
+                    fsspec.asyn.sync(fs.loop, fs._s3.__aexit__, None, None, None)
+        except BaseException as exc:  # judged below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=probe, name="tilesky-s3-probe", daemon=True)
+    thread.start()
+    thread.join(wait + 5)
+    error = outcome.get("error")
+    timed_out = thread.is_alive() or _is_timeout(error)
+    if timed_out:
+        endpoint = options.get("endpoint_url") or "AWS S3"
+        msg = (
+            f"the object store at {endpoint} (for {strip_credentials(url)!r}) did "
+            f"not answer within {wait:g} s (connect and read timeouts); check "
+            "endpoint_url= and the network"
+        )
+        raise InputError(msg)
+
+
+def _is_timeout(error: BaseException | None) -> bool:
+    """True for a connect or read timeout, however s3fs and botocore wrap it."""
+    while error is not None:
+        name = type(error).__name__
+        if isinstance(error, TimeoutError) or "Timeout" in name:
+            return True
+        if "timeout" in str(error).lower() and "Error" in name:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _parse_scalar(text: str) -> Any:

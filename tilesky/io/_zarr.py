@@ -10,7 +10,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,17 +23,19 @@ from tilesky.io._image import (
     check_shape,
     describe,
     header_from_attrs,
+    integer_offset,
     key_text,
     lazy_read,
     make_identity,
     pick_variable,
     reject,
+    to_working,
     working_dtype,
 )
 from tilesky.io._tiles import aligned_chunks
 from tilesky.io._urls import raise_clean, secret_values
 
-__all__ = ["open_zarr"]
+__all__ = ["open_zarr", "quiet_foreign_objects"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,19 @@ class _ZarrReader:
     ndim = 2
 
     def __init__(
-        self, array: Any, label: str, dtype: np.dtype, secrets: tuple[str, ...]
+        self,
+        array: Any,
+        label: str,
+        dtype: np.dtype,
+        secrets: tuple[str, ...],
+        offset: int = 0,
     ) -> None:
         self.array = array
         self.label = label
         self.shape = tuple(int(n) for n in array.shape)
         self.dtype = dtype
         self.secrets = secrets
+        self.offset = offset
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         try:
@@ -60,7 +69,7 @@ class _ZarrReader:
                 f"{describe(exc)}; the store may be corrupt"
             )
             raise_clean(msg, exc, self.secrets)
-        return block.astype(self.dtype, copy=False)
+        return to_working(block, self.dtype, self.offset)
 
 
 def open_zarr(
@@ -79,8 +88,9 @@ def open_zarr(
     credentials, or an absolute path); ``options`` are the fsspec storage
     options of a ``remote`` location. See :func:`tilesky.io.open_image`.
     """
-    node = _open_node(location, label, remote, options)
-    array, name, group_attrs = _pick_array(node, label, variable)
+    with quiet_foreign_objects():
+        node = _open_node(location, label, remote, options)
+        array, name, group_attrs = _pick_array(node, label, variable)
 
     what = f"Zarr array {name!r} of {label!r}" if name else f"Zarr array {label!r}"
     if name:
@@ -93,11 +103,42 @@ def open_zarr(
     identity, attrs = _identity(array, label, name)
     native = getattr(array, "shards", None) or array.chunks
     edges = aligned_chunks(array.shape, native if chunks is None else chunks, box)
-    reader = _ZarrReader(array, what, target, secret_values(location, options))
-    token = tokenize(label, name, identity["fingerprint"], edges, str(target))
+    secrets = secret_values(location, options)
+    offset = 0 if boolean else integer_offset(array.dtype, array.shape, _raw(array))
+    if offset:
+        identity["offset"] = offset
+        log.info("%s: offset %d removed from its integer pixels", what, offset)
+    reader = _ZarrReader(array, what, target, secrets, offset)
+    token = tokenize(label, name, identity["fingerprint"], edges, str(target), offset)
     data = lazy_read(reader, "zarr", token, edges, target)
     log.info("opened %s: shape %s, chunks %s", what, array.shape, edges)
     return ImageInput(data, identity, header_from_attrs(attrs, group_attrs), None)
+
+
+def _raw(array: Any) -> Any:
+    """``read(key)`` of the stored pixels, for :func:`integer_offset`."""
+
+    def read(key: tuple[slice, slice]) -> np.ndarray:
+        try:
+            return np.asarray(array[key])
+        except Exception as exc:
+            msg = f"cannot read {key_text(key, array.shape)}: {describe(exc)}"
+            raise InputError(msg) from exc
+
+    return read
+
+
+#: zarr warns once per file that is not part of the hierarchy (a README, a
+#: report written beside the arrays): noise for a store that reads fine.
+_FOREIGN_OBJECT = r"Object at .* is not recognized as a component of a Zarr"
+
+
+@contextlib.contextmanager
+def quiet_foreign_objects() -> Iterator[None]:
+    """Silence zarr's warnings about stray non-Zarr files in a store."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_FOREIGN_OBJECT)
+        yield
 
 
 def _open_node(location: str, label: str, remote: bool, options: dict) -> Any:
