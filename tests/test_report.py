@@ -329,3 +329,11 @@ def test_report_leaves_pyplot_alone(run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "rep" / "report.html").exists()
+
+
+def test_verdict_numbers_are_brief():
+    from tilesky._report_html import _brief
+
+    assert _brief(-0.00699577) == "-0.007"
+    assert _brief(5.61234) == "5.61"
+    assert _brief(None) == "–"

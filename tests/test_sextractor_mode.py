@@ -96,6 +96,18 @@ def test_export_of_a_sextractor_run(tmp_path):
     assert _max_rel(exported.data, ref.back()) <= 1e-5
 
 
+def test_validate_refuses_a_sextractor_run_in_one_line(tmp_path, capsys):
+    src = tmp_path / "image.fits"
+    fits.PrimaryHDU(_image((200, 220), seed=6)).writeto(src)
+    out = tmp_path / "run.zarr"
+    argv = ["run", str(src), str(out), "--preset", "sextractor", "--no-report"]
+    assert main([*argv, "--scheduler", "threads"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(out), "--scheduler", "threads"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'sextractor' run (--preset sextractor)" in err[0], err
+
+
 @pytest.mark.parametrize(
     ("setting", "text"),
     [

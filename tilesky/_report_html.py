@@ -38,6 +38,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _brief(value: Any) -> str:
+    # The verdict's numbers: three significant digits read at a glance.
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.3g}"
+    return _fmt(value)
+
+
 def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> str:
     body = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
@@ -189,8 +196,8 @@ def _verdict(ds, metrics) -> str:
     if bias.get("difference") is not None and sigma:
         items.append(
             "<li>Background under masked minus unmasked pixels: "
-            f"{_fmt(bias['difference'] / sigma)} sigma of the pixel noise "
-            f"(z = {_fmt(bias.get('z'))} over {bias.get('n_blocks')} blocks)</li>"
+            f"{_brief(bias['difference'] / sigma)} sigma of the pixel noise "
+            f"(z = {_brief(bias.get('z'))} over {bias.get('n_blocks')} blocks)</li>"
         )
     if trust.get("masked_fraction") is not None:
         items.append(
@@ -199,13 +206,13 @@ def _verdict(ds, metrics) -> str:
     if trust.get("max_ratio") is not None:
         items.append(
             "<li>Largest RMS of block means over the pure-noise value at widths "
-            f">= 10 px: {_fmt(trust['max_ratio'])} (1 = noise only)</li>"
+            f">= 10 px: {_brief(trust['max_ratio'])} (1 = noise only)</li>"
         )
     t = (((metrics or {}).get("truth") or {}).get("interior")) or {}
     if t.get("rms") is not None and sigma:
         items.append(
-            f"<li>Background - truth (interior): RMS {_fmt(t['rms'])} = "
-            f"{_fmt(t['rms'] / sigma)} sigma of the pixel noise</li>"
+            f"<li>Background - truth (interior): RMS {_brief(t['rms'])} = "
+            f"{_brief(t['rms'] / sigma)} sigma of the pixel noise</li>"
         )
     items.append("</ul>")
     return "".join(items)

@@ -366,6 +366,14 @@ def validate_run(
 
     start = time.perf_counter()
     ds = open_run(run, storage_options=storage_options)
+    mode = (ds.attrs.get("config") or {}).get("mode")
+    if mode is not None:
+        msg = (
+            f"the run at {run!r} is a {mode!r} run (--preset {mode}); "
+            "validate reruns the tilesky pipeline, so it checks runs of the "
+            "default or notebook configuration"
+        )
+        raise StoreError(msg)
     ident = ds.attrs.get("input") or {}
     if ident.get("kind") not in ("zarr", "fits"):
         msg = (
