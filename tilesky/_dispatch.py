@@ -22,7 +22,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from tilesky._inputs import Prepared, prepare, refuse_overlap, simulation_reference
+from tilesky._inputs import (
+    Prepared,
+    chunk_multiple,
+    prepare,
+    refuse_overlap,
+    simulation_reference,
+)
 from tilesky._version import __version__
 from tilesky.backends import Tiled, WholeImage
 from tilesky.cluster import task_seconds, thread_count
@@ -232,8 +238,7 @@ def _tiles_pay(shape: tuple[int, ...], cfg: Config, threads: int) -> bool:
     # Anything odd (not 2-D, empty) goes the reference way, which says why.
     if threads < 2 or len(shape) != 2 or min(shape) < 1:
         return False
-    pairs = zip(cfg.chunk_multiple, shape, strict=True)
-    multiple = tuple(min(b, int(n)) for b, n in pairs)
+    multiple = chunk_multiple(shape, cfg)
     start = aligned_chunks(shape, DEFAULT_CHUNK, multiple)
     tiles = run_tiles(tuple(shape), start, multiple, threads=threads)
     return tiles[0] < shape[0] or tiles[1] < shape[1]

@@ -32,7 +32,13 @@ from tilesky.io import (
 from tilesky.io._zarr import quiet_foreign_objects
 from tilesky.kernels._ring import ring_depth
 
-__all__ = ["Prepared", "prepare", "refuse_overlap", "simulation_reference"]
+__all__ = [
+    "Prepared",
+    "chunk_multiple",
+    "prepare",
+    "refuse_overlap",
+    "simulation_reference",
+]
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ def prepare(
         tiles = run_tiles(
             image.data.shape,
             image.data.chunksize,
-            _multiple(image, cfg),
+            chunk_multiple(image.data.shape, cfg),
             threads=threads,
         )
         if tiles != image.data.chunksize:
@@ -153,16 +159,13 @@ def _check_size(shape: tuple[int, ...], cfg: Config) -> None:
     raise InputError(msg)
 
 
-def _multiple(image: ImageInput, cfg: Config) -> tuple[int, int]:
-    """Chunk multiple for ``image``: the boxes' lcm, capped at the image.
+def chunk_multiple(shape: tuple[int, ...], cfg: Config) -> tuple[int, int]:
+    """Chunk multiple for an image of ``shape``: the boxes' lcm, capped at it.
 
     An axis shorter than the lcm is one chunk, which holds whole boxes of
     every grid (the last one partial, as the monolithic rule has it).
     """
-    return tuple(
-        min(b, int(n))
-        for b, n in zip(cfg.chunk_multiple, image.data.shape, strict=True)
-    )
+    return tuple(min(b, int(n)) for b, n in zip(cfg.chunk_multiple, shape, strict=True))
 
 
 def _open_sized(
@@ -195,9 +198,7 @@ def _open_sized(
         if shape is None or len(shape) != 2 or min(shape) == 0:
             raise
         _check_size(shape, cfg)
-        box = tuple(
-            min(b, int(n)) for b, n in zip(cfg.chunk_multiple, shape, strict=True)
-        )
+        box = chunk_multiple(shape, cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = open_image(source, box_size=box, **kwargs)
