@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tilesky._config_values import (
+    _choice,
+    _dq_bits,
+    _floats,
+    _maxiters,
+    _number,
+    _pair,
+    _parse_value,
+    _positive,
+    _read_toml,
+)
 from tilesky.errors import ConfigError
 
 __all__ = [
@@ -46,76 +56,6 @@ FINAL_METHODS = ("mesh", "smoothfit")
 #: radius would need more memory than a tile.
 MAX_ROUNDS = 20
 MAX_DILATE_RADIUS = 256
-
-
-def _pair(name: str, value: Any) -> tuple[int, int]:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        pair = tuple(value)
-    except TypeError:
-        msg = f"{name} must be an integer or a pair (ny, nx) of integers, got {value!r}"
-        raise ConfigError(msg) from None
-    if len(pair) != 2 or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
-        for v in pair
-    ):
-        msg = f"{name} must be an integer or a pair (ny, nx) of integers, got {value!r}"
-        raise ConfigError(msg)
-    return (int(pair[0]), int(pair[1]))
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        msg = f"{name} must be a number {bound}, got {value!r}"
-        raise ConfigError(msg)
-    if not math.isfinite(value):
-        msg = f"{name} must be finite, got {value!r}"
-        raise ConfigError(msg)
-
-
-def _number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number, got {value!r}"
-        raise ConfigError(msg)
-
-
-def _maxiters(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{name} must be an integer >= 1, got {value!r}"
-        raise ConfigError(msg)
-
-
-def _dq_bits(value: Any) -> None:
-    # DQ extensions are 32-bit integers (JWST uint32, HST int16).
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
-        msg = (
-            "dq_bits must be an integer from 0 to 4294967295 (the DQ bits that make "
-            f"a pixel unusable, e.g. 1 for JWST's DO_NOT_USE), got {value!r}"
-        )
-        raise ConfigError(msg)
-
-
-def _choice(name: str, value: str, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        msg = f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
-        raise ConfigError(msg)
-
-
-def _floats(name: str, value: Any) -> tuple[float, ...]:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = (value,)
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        msg = f"{name} must be a list of numbers, got {value!r}"
-        raise ConfigError(msg) from None
-    return out
 
 
 @dataclass(frozen=True)
@@ -812,13 +752,6 @@ class Config:
         return (math.lcm(*ys), math.lcm(*xs))
 
 
-def _parse_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 #: Named starting points. ``notebook`` is the reference notebook's
 #: sequence (ring median, first mask, box-10 mesh with IDW, multi-scale
 #: masks, box-6 mesh with IDW). ``default`` keeps its masks and replaces the
@@ -879,25 +812,3 @@ def load_config(
     if data is not None:
         cfg = Config.from_dict(data, base=cfg)
     return cfg.with_overrides(overrides)
-
-
-def _read_toml(path: str | Path) -> dict:
-    """The tables of a TOML file; one-line errors for unreadable ones."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        msg = f"cannot read configuration file {str(path)!r}: {exc.strerror}"
-        raise ConfigError(msg) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        msg = (
-            f"configuration file {str(path)!r} is not UTF-8 text (byte "
-            f"{exc.start}); TOML files are UTF-8: save it as UTF-8"
-        )
-        raise ConfigError(msg) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"configuration file {str(path)!r} is not valid TOML: {exc}"
-        raise ConfigError(msg) from None

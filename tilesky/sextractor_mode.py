@@ -87,7 +87,7 @@ class SExtractorParams:
         SExtractorParams
             The validated parameters.
         """
-        from tilesky.config import _parse_value
+        from tilesky._config_values import _parse_value
 
         known = {"box_size", "filter_size", "filter_threshold", "dq_bits"}
         changes: dict[str, Any] = {}
