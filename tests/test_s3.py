@@ -391,3 +391,93 @@ def test_bad_credentials_are_one_line_and_never_shown(moto, data, capsys, monkey
     assert WRONG_SECRET not in captured.err + captured.out
     assert "scene.fits" in line and "check the credentials" in line, line
     assert not fs.exists(f"{BUCKET}/bad_secret.zarr")
+
+
+# -- one writer per object-store output: the lease ------------------------------
+
+
+def _lease_record(run: str, *, age: float = 0.0) -> bytes:
+    # Another host: its pid cannot be checked from here, only its renewals.
+    record = {
+        "run": run,
+        "pid": 4242,
+        "host": "other-host.example",
+        "time": time.time() - age,
+    }
+    return json.dumps(record).encode()
+
+
+def test_an_s3_run_holds_a_lease_and_a_second_run_is_refused(moto, data, capsys):
+    out = f"s3://{BUCKET}/leased.zarr"
+    opt = ("--storage-option", f"endpoint_url={moto.url}")
+    assert _run(f"s3://{BUCKET}/scene.zarr", out, *opt) == 0
+    capsys.readouterr()
+    fs = _fs(moto)
+    lease = f"{BUCKET}/leased.zarr/.tilesky-lease"
+    assert not fs.exists(lease)  # released at the end
+    # Another run, on another host, holds the output now (renewed just now).
+    fs.pipe_file(lease, _lease_record("someone-else"))
+    code = _run(f"s3://{BUCKET}/scene.zarr", out, *opt, "--overwrite")
+    line = _one_line_error(code, capsys.readouterr())
+    assert "being written by another run" in line
+    assert "other-host.example" in line and ".tilesky-lease" in line
+    opts = {"endpoint_url": moto.url}
+    assert open_run(out, storage_options=opts).attrs["tilesky_status"] == "complete"
+    _assert_same(_arrays(out, opts), data["arrays"])
+    assert json.loads(fs.cat_file(lease))["run"] == "someone-else"
+
+
+def test_a_stale_lease_is_taken_over(moto, data, capsys):
+    out = f"s3://{BUCKET}/stale_lease.zarr"
+    fs = _fs(moto)
+    lease = f"{BUCKET}/stale_lease.zarr/.tilesky-lease"
+    # A run that died ten minutes ago left its lease (and nothing else).
+    fs.pipe_file(lease, _lease_record("dead-run", age=600))
+    code = _run(
+        f"s3://{BUCKET}/scene.zarr",
+        out,
+        "--storage-option",
+        f"endpoint_url={moto.url}",
+        "--overwrite",
+    )
+    assert code == 0, capsys.readouterr().err
+    opts = {"endpoint_url": moto.url}
+    assert open_run(out, storage_options=opts).attrs["tilesky_status"] == "complete"
+    assert not fs.exists(lease)
+
+
+def test_a_run_whose_lease_was_taken_over_is_not_marked_complete(moto):
+    from tilesky.errors import StoreError
+    from tilesky.store import RunStore
+
+    out = f"s3://{BUCKET}/lease_lost.zarr"
+    opts = {"endpoint_url": moto.url}
+    store = RunStore(out, storage_options=opts)
+    assert store.create(attrs={"config": {}})
+    fs = _fs(moto)
+    lease = f"{BUCKET}/lease_lost.zarr/.tilesky-lease"
+    assert json.loads(fs.cat_file(lease))["pid"] == os.getpid()
+    # Another run took the output over while this one was writing.
+    fs.pipe_file(lease, _lease_record("usurper"))
+    with pytest.raises(StoreError, match="lease was taken over by process 4242"):
+        store.finish()
+    assert (
+        zarr.open_group(out, mode="r", storage_options=opts).attrs["tilesky_status"]
+        == "running"
+    )
+    store.release()
+    assert json.loads(fs.cat_file(lease))["run"] == "usurper"  # not ours to delete
+
+
+def test_s3_input_with_a_local_output(moto, data, capsys, tmp_path):
+    out = tmp_path / "from_s3.zarr"
+    code = _run(
+        f"s3://{BUCKET}/scene.zarr",
+        str(out),
+        "--storage-option",
+        f"endpoint_url={moto.url}",
+    )
+    assert code == 0, capsys.readouterr().err
+    assert open_run(str(out)).attrs["tilesky_status"] == "complete"
+    _assert_same(_arrays(str(out)), data["arrays"])
+    assert not (out / ".tilesky-lock").exists()

@@ -3,7 +3,7 @@
 ``OUT/.tilesky-lock`` records the owner's pid, host, start time and run id.
 A second run on the same output is refused while the owner lives; the lock
 of a process that is gone (on this host) is removed and taken over. Object
-stores have no lock (there is no atomic create-if-absent to build it on).
+stores hold a lease object instead (:mod:`tilesky._lease`).
 What is at an output path (nothing, an empty directory) is checked here
 too: it decides whether ``overwrite`` may replace it.
 """
@@ -17,6 +17,7 @@ import os
 import socket
 import time
 
+from tilesky._lease import LEASE
 from tilesky.errors import StoreError
 
 __all__ = ["LOCK"]
@@ -100,6 +101,9 @@ def _path_is_empty(url: str, storage_options: dict | None) -> bool:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         if not fs.exists(path):
             return True
-        return fs.isdir(path) and not fs.ls(path, detail=False)
+        # A lock or lease alone is what a run that died before writing
+        # anything leaves: the checks of both decide about those.
+        names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(path, detail=False)}
+        return fs.isdir(path) and not names - {LOCK, LEASE}
     except Exception:
         return True

@@ -53,6 +53,7 @@ from tilesky._checksums import (
     pixel_checksums,
     refuse_changed_pixels,
 )
+from tilesky._lease import Lease
 from tilesky._lock import (
     _check_lock,
     _lock_path,
@@ -231,6 +232,7 @@ class RunStore:
         self._fresh = False
         self._run = uuid.uuid4().hex
         self._unlock: Any = lambda: None
+        self._held_lease: Lease | None = None
         #: Arrays of this store (by dask name) that tiles may read from Zarr
         #: themselves (see :class:`~tilesky.backends.ZarrSource`).
         self.sources: dict[str, ZarrSource] = {}
@@ -300,9 +302,11 @@ class RunStore:
             )
             msg = f"output {shown!r} already exists ({kind}); pass {hint}"
             raise OutputExistsError(msg, params=("resume", "overwrite"))
-        if status is not None:
+        if status is not None or overwrite:
             # Refuse before deleting: another run may be writing there.
             _check_lock(self.url, shown)
+            if _lock_path(self.url) is None:
+                self._lease().check()
         recorded = {} if pixels is None else {PIXELS_KEY: pixel_checksums(pixels)}
         try:
             self.group = _open_group(self.url, "w", self.storage_options)
@@ -326,6 +330,10 @@ class RunStore:
         """Take the output's lock (local stores): one writer per output."""
         path = _lock_path(self.url)
         if path is None:
+            lease = self._lease()
+            lease.take()
+            self._held_lease = lease
+            self._unlock = weakref.finalize(self, lease.release)
             return
         record = {
             "pid": os.getpid(),
@@ -345,6 +353,9 @@ class RunStore:
             return
         msg = f"cannot lock output {_display(self.url)!r}: another run took it"
         raise StoreError(msg)
+
+    def _lease(self) -> Lease:
+        return Lease(self.url, self.storage_options, self._run, _display(self.url))
 
     def release(self) -> None:
         """Give up the output's lock (the run finished or failed)."""
@@ -425,6 +436,8 @@ class RunStore:
         with out_of_space(_display(self.url)):
             if attrs:
                 self.group.attrs.update(_jsonable(dict(attrs)))
+            if self._held_lease is not None:
+                self._held_lease.confirm()
             if not keep_work and WORK in self.group:
                 del self.group[WORK]
             self.group.attrs[STATUS_KEY] = COMPLETE
