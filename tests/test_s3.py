@@ -481,3 +481,33 @@ def test_s3_input_with_a_local_output(moto, data, capsys, tmp_path):
     assert open_run(str(out)).attrs["tilesky_status"] == "complete"
     _assert_same(_arrays(str(out)), data["arrays"])
     assert not (out / ".tilesky-lock").exists()
+
+
+def test_a_held_lease_is_renewed_and_released(moto):
+    from tilesky._lease import Lease
+    from tilesky.errors import StoreError
+
+    fs = _fs(moto)
+    path = f"{BUCKET}/renewed.zarr/.tilesky-lease"
+    lease = Lease(
+        f"s3://{BUCKET}/renewed.zarr",
+        {"endpoint_url": moto.url},
+        "run-a",
+        "renewed.zarr",
+        seconds=0.6,
+    )
+    lease.take()
+    first = json.loads(fs.cat_file(path))["time"]
+    deadline = time.monotonic() + 10
+    while json.loads(fs.cat_file(path))["time"] == first:
+        assert time.monotonic() < deadline, "the lease was never renewed"
+        time.sleep(0.05)
+    lease.confirm()
+    # A second holder is refused while the first renews.
+    other = Lease(
+        f"s3://{BUCKET}/renewed.zarr", {"endpoint_url": moto.url}, "run-b", "x"
+    )
+    with pytest.raises(StoreError, match="being written by another run"):
+        other.take()
+    lease.release()
+    assert not fs.exists(path)

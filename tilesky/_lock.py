@@ -17,7 +17,7 @@ import os
 import socket
 import time
 
-from tilesky._lease import LEASE
+from tilesky._lease import LEASE, _pid_alive
 from tilesky.errors import StoreError
 
 __all__ = ["LOCK"]
@@ -32,16 +32,6 @@ def _lock_path(url: str) -> str | None:
     if "://" in url and not url.startswith("file://"):
         return None
     return os.path.join(url.removeprefix("file://"), LOCK)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_lock(url: str, shown: str) -> None:
