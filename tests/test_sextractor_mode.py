@@ -128,8 +128,14 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys, setting, text):
     assert not out.exists()
 
 
-def test_the_library_points_to_the_mode():
+def test_the_library_dispatches_the_preset_to_the_mode():
     from tilesky import estimate_background
 
-    with pytest.raises(ConfigError, match="estimate_sextractor"):
-        estimate_background(np.zeros((64, 64)), preset="sextractor")
+    image = _image((200, 200), seed=2)
+    got = estimate_background(image, preset="sextractor", overrides=["box_size=32"])
+    want = estimate_sextractor(image, SExtractorParams.from_overrides(["box_size=32"]))
+    for name in ("background", "background_rms", "mask"):
+        np.testing.assert_array_equal(got[name].values, want[name].values)
+    assert got.attrs["config"] == want.attrs["config"]
+    with pytest.raises(ConfigError, match="takes no config"):
+        estimate_background(image, preset="sextractor", config="x.toml")

@@ -136,6 +136,20 @@ def _dataset(result: PipelineResult, cfg: Config, image: ImageInput) -> xr.Datas
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+def _estimate_sextractor(data: Any, *, config: Any, overrides, chunks, **kw):
+    """``preset="sextractor"``: the mode of its own, with the same inputs."""
+    from tilesky.errors import ConfigError
+    from tilesky.sextractor_mode import SExtractorParams, estimate_sextractor
+
+    if config is not None:
+        msg = "the sextractor preset takes no config; set its parameters by overrides"
+        raise ConfigError(msg, params="config")
+    params = SExtractorParams.from_overrides(overrides)
+    return estimate_sextractor(
+        data, params, chunks=None if chunks == "auto" else chunks, **kw
+    )
+
+
 def estimate_background(
     data: Any,
     *,
@@ -158,7 +172,10 @@ def estimate_background(
     config : Config or str, optional
         A configuration object or a TOML file; default: the ``preset``.
     preset : str, optional
-        Starting configuration by name (``"default"``, ``"notebook"``).
+        Starting configuration by name (``"default"``, ``"notebook"``), or
+        ``"sextractor"``: SExtractor's background
+        (:func:`tilesky.sextractor_mode.estimate_sextractor`, whose
+        parameters the ``overrides`` set; no ``config``).
     overrides : iterable of str
         ``section.key=value`` settings applied last.
     chunks : int, (int, int), "auto" or None
@@ -198,6 +215,18 @@ def estimate_background(
     >>> abs(float(ds.background.mean()) - 1.0) < 0.01
     True
     """
+    if preset == "sextractor":
+        return _estimate_sextractor(
+            data,
+            config=config,
+            overrides=overrides,
+            chunks=chunks,
+            mask=mask,
+            weight=weight,
+            variable=variable,
+            hdu=hdu,
+            storage_options=storage_options,
+        )
     cfg = resolve_config(config, preset=preset, overrides=overrides)
     threads = thread_count()
     whole = isinstance(data, np.ndarray) and (
