@@ -19,6 +19,7 @@ from tilesky.estimators import (
     MedianBackground,
     ModeEstimatorBackground,
     SExtractorBackground,
+    SigmaClip,
     StdBackgroundRMS,
     make_sigma_clip,
 )
@@ -189,6 +190,56 @@ def test_raw_statistics_match_photutils(dtype, est_name):
         assert _rel(rms, ref._bkgrms_stats) <= RTOL
         np.testing.assert_array_equal(n_good, ref._ngood)
         assert n_good.dtype == np.int32
+
+
+class _NumpyMedian(MedianBackground):
+    """The median estimator by its numpy path (a subclass is not fused)."""
+
+
+class _NumpyStd(StdBackgroundRMS):
+    """The std estimator by its numpy path."""
+
+
+FUSED_CLIPS = [
+    make_sigma_clip(3.0, maxiters=10),
+    None,
+    SigmaClip(sigma=2.5, maxiters=None, cenfunc="mean"),
+    SigmaClip(sigma_lower=2.0, sigma_upper=4.0, stdfunc="mad_std", maxiters=3),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clip", FUSED_CLIPS, ids=repr)
+def test_fused_median_std_equals_the_numpy_path(clip, dtype):
+    """The compiled clip + median + std pass is the clip, then the estimators,
+    bit for bit: ties, NaN, masks, partial boxes and excluded boxes."""
+    rng = np.random.default_rng(5)
+    kept = 0
+    for trial in range(12):
+        shape = tuple(int(n) for n in rng.integers(7, 80, 2))
+        data = _scene(shape, rng, dtype)
+        if trial % 3 == 0:
+            data = np.round(data / 4.0).astype(dtype)  # many equal values
+        data[rng.random(shape) < 0.03] = np.nan
+        mask = rng.random(shape) < 0.2
+        box = tuple(int(b) for b in rng.integers(2, 13, 2))
+        exclude = float(rng.choice([10.0, 50.0, 90.0, 100.0]))
+        params = {"box_size": box, "exclude_percentile": exclude, "sigma_clip": clip}
+        fused = mesh_statistics(
+            data, mask, bkg_estimator="median", bkg_rms_estimator="std", **params
+        )
+        numpy_path = mesh_statistics(
+            data,
+            mask,
+            bkg_estimator=_NumpyMedian(),
+            bkg_rms_estimator=_NumpyStd(),
+            **params,
+        )
+        for ours, ref in zip(fused, numpy_path, strict=True):
+            assert ours.dtype == ref.dtype
+            assert ours.tobytes() == ref.tobytes()
+        kept += int(np.isfinite(fused[0]).sum())
+    assert kept > 100  # the comparison is not of NaN meshes
 
 
 def test_photutils_estimator_clipping_is_stripped():

@@ -155,17 +155,11 @@ class SigmaClip:
         lower, upper = self._row_bounds(rows)
         return _finish(lower, out_shape), _finish(upper, out_shape)
 
-    def _row_bounds(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # Clipping only ever removes values from the low and high ends, so on
-        # each sorted row the kept values are a window that shrinks: the
-        # compiled kernel walks it row by row with numpy's arithmetic.
+    def _walk_params(self) -> tuple[float, float, int, bool, bool, float]:
+        """The arguments of ``kernels._clip.clip_bounds`` after ``rows``."""
         sig_lo = self.sigma if self.sigma_lower is None else self.sigma_lower
         sig_hi = self.sigma if self.sigma_upper is None else self.sigma_upper
-        rows = np.ascontiguousarray(rows)
-        if rows.dtype not in (np.float32, np.float64):
-            rows = rows.astype(np.float64)
-        return clip_bounds(
-            rows,
+        return (
             float(sig_lo),
             float(sig_hi),
             -1 if self.maxiters is None else self.maxiters,
@@ -173,6 +167,15 @@ class SigmaClip:
             self.stdfunc == "std",
             MAD_TO_SIGMA,
         )
+
+    def _row_bounds(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Clipping only ever removes values from the low and high ends, so on
+        # each sorted row the kept values are a window that shrinks: the
+        # compiled kernel walks it row by row with numpy's arithmetic.
+        rows = np.ascontiguousarray(rows)
+        if rows.dtype not in (np.float32, np.float64):
+            rows = rows.astype(np.float64)
+        return clip_bounds(rows, *self._walk_params())
 
 
 def make_sigma_clip(sigma: float = 3.0, maxiters: int | None = 10) -> SigmaClip:

@@ -21,6 +21,7 @@ _RUN_MODULES = (
     "tilesky.kernels._ring",
     "tilesky.kernels._mask",
     "tilesky.kernels._noise",
+    "tilesky.kernels._clip",
     "tilesky.metrics._passes",
 )
 
