@@ -8,6 +8,10 @@ summation over the whole row (values outside the kept window contribute
 exact zeros, as ``np.where(inside, x, 0).sum()`` has them), so the bounds
 equal the numpy path's bit for bit (``tests/_reference_kernels.py`` holds
 that path as ``sigma_clip_bounds_reference``).
+
+:func:`box_median_std` is the default mesh statistics (clip, then median
+and std) as one compiled pass per mesh box, read in place from the image;
+``tests/test_mesh.py`` checks it against the numpy path bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["clip_bounds", "clipped_median_std"]
+__all__ = ["box_median_std", "clip_bounds"]
 
 
 @njit(cache=True, nogil=True)
@@ -132,57 +136,73 @@ def clip_bounds(
     )
 
 
-def clipped_median_std(
-    rows: np.ndarray,
-    clip: tuple[float, float, int, bool, bool, float] | None,
-    threshold: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median and population std of each row's kept values, in one pass.
-
-    The same numbers, bit for bit, as clipping the rows (values outside the
-    final bounds set to NaN), counting what is left, and, on rows keeping
-    more than ``threshold`` values, ``MedianBackground`` and
-    ``StdBackgroundRMS``: each row is sorted once, the kept values are a
-    window of the sorted row (the median is read off it), and the mean and
-    std are summed in the row's own order and dtype, as numpy sums them.
-
-    Parameters
-    ----------
-    rows : 2D float32 or float64 ndarray
-        One row per box, NaN for excluded pixels.
-    clip : tuple or None
-        ``(sigma_lower, sigma_upper, maxiters, median_centre, std_spread,
-        mad_to_sigma)`` as `clip_bounds` takes them; None: no clipping.
-    threshold : float
-        Rows keeping ``<= threshold`` values get NaN median and std.
-
-    Returns
-    -------
-    median, std : 1D ndarray
-        Dtype of ``rows``.
-    n_kept : 1D int32 ndarray
-        Values kept per row.
-    """
-    rows = np.ascontiguousarray(rows)
-    ordered, counts = _sorted_finite(rows)
-    clipping = clip is not None
+def _walk_args(clip) -> tuple[float, float, int, bool, bool, float]:
     params = clip if clip is not None else (0.0, 0.0, 0, True, True, 0.0)
-    median = np.full(rows.shape[0], np.nan, dtype=rows.dtype)
-    std = np.full(rows.shape[0], np.nan, dtype=rows.dtype)
-    n_kept = np.zeros(rows.shape[0], dtype=np.int32)
-    _median_std_rows(
-        rows,
-        ordered,
-        counts,
-        clipping,
+    return (
         float(params[0]),
         float(params[1]),
         int(params[2]),
         bool(params[3]),
         bool(params[4]),
         float(params[5]),
+    )
+
+
+def box_median_std(
+    data: np.ndarray,
+    bad: np.ndarray,
+    box_size: tuple[int, int],
+    clip: tuple[float, float, int, bool, bool, float] | None,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median and population std of each mesh box's kept pixels, in one pass.
+
+    The same numbers, bit for bit, as cutting ``data`` into box rows (NaN
+    where excluded or past the edge), clipping them (values outside the
+    final bounds set to NaN), counting what is left, and, on boxes keeping
+    more than ``threshold`` values, ``MedianBackground`` and
+    ``StdBackgroundRMS``: each box's pixels are gathered and sorted once,
+    its kept values are a window of the sorted box (the median is read off
+    it), and the mean and std are summed in the box's own row-major order
+    and dtype, as numpy sums them.
+
+    Parameters
+    ----------
+    data : 2D float32 or float64 ndarray
+        The image (or a box-aligned region); boxes are anchored at (0, 0)
+        and those past the top or right edge are partial.
+    bad : 2D bool ndarray
+        True where a pixel is excluded (it must be True where ``data`` is
+        not finite).
+    box_size : (int, int)
+        Box edges.
+    clip : tuple or None
+        ``(sigma_lower, sigma_upper, maxiters, median_centre, std_spread,
+        mad_to_sigma)`` as `clip_bounds` takes them; None: no clipping.
+    threshold : float
+        Boxes keeping ``<= threshold`` values get NaN median and std.
+
+    Returns
+    -------
+    median, std : 2D ndarray
+        One value per box, dtype of ``data``.
+    n_kept : 2D int32 ndarray
+        Values kept per box.
+    """
+    by, bx = box_size
+    nby, nbx = -(-data.shape[0] // by), -(-data.shape[1] // bx)
+    median = np.full((nby, nbx), np.nan, dtype=data.dtype)
+    std = np.full((nby, nbx), np.nan, dtype=data.dtype)
+    n_kept = np.zeros((nby, nbx), dtype=np.int32)
+    _median_std_boxes(
+        data,
+        bad.view(np.uint8),
+        by,
+        bx,
+        clip is not None,
+        _walk_args(clip),
         float(threshold),
-        rows.dtype.type(0),
+        data.dtype.type(0),
         median,
         std,
         n_kept,
@@ -191,81 +211,96 @@ def clipped_median_std(
 
 
 @njit(cache=True, nogil=True)
-def _median_std_rows(
-    rows,
-    ordered,
-    counts,
-    clipping,
-    sigma_lower,
-    sigma_upper,
-    maxiters,
-    median_centre,
-    std_spread,
-    mad,
-    threshold,
-    zero,
-    median,
-    std,
-    n_kept,
-):  # pragma: no cover - numba
-    nrows, n = rows.shape
-    v = np.empty(n)
-    w = np.empty(n, rows.dtype)
-    # Casts to the rows' dtype go through a store, as numpy's astype does.
-    cast = np.empty(1, rows.dtype)
-    for r in range(nrows):
-        nf = counts[r]
-        if nf == 0:
-            continue
-        s = ordered[r]
-        b_lo, b_hi = -np.inf, np.inf
-        if clipping:
-            b_lo, b_hi = _row_bounds(
-                s,
-                nf,
-                v,
-                sigma_lower,
-                sigma_upper,
-                maxiters,
-                median_centre,
-                std_spread,
-                mad,
-            )
-        below = 0
-        for i in range(nf):
-            if s[i] < b_lo:
-                below += 1
-        kept = 0
-        for i in range(n):
-            x = rows[r, i]
-            if x >= b_lo and x <= b_hi:
-                w[i] = x
-                kept += 1
-            else:
-                w[i] = zero
-        n_kept[r] = kept
-        if not kept > threshold:
-            continue
-        cast[0] = s[below + (kept - 1) // 2]
-        a = cast[0]
-        if kept % 2 == 1:
-            median[r] = a
+def _one_row(x, s, nf, v, w, cast, clipping, walk, threshold, zero):  # pragma: no cover
+    # ``x``: the row in its order and dtype, NaN where excluded; ``s``: its
+    # finite values sorted (the first ``nf``) as float64, as long as ``x``.
+    # Returns (kept, median, std), NaN median and std at or below threshold.
+    n = x.shape[0]
+    cast[0] = np.nan
+    median = std = cast[0]
+    if nf == 0:
+        return 0, median, std
+    b_lo, b_hi = -np.inf, np.inf
+    if clipping:
+        b_lo, b_hi = _row_bounds(s, nf, v, *walk)
+    below = 0
+    for i in range(nf):
+        if s[i] < b_lo:
+            below += 1
+    kept = 0
+    for i in range(n):
+        if x[i] >= b_lo and x[i] <= b_hi:
+            w[i] = x[i]
+            kept += 1
         else:
-            cast[0] = s[below + kept // 2]
-            b = cast[0]
-            cast[0] = a + b
-            median[r] = cast[0] / 2
-        cast[0] = np.float64(_pairwise(w, 0, n, zero)) / kept
-        mean = cast[0]
-        for i in range(n):
-            x = rows[r, i]
-            if x >= b_lo and x <= b_hi:
-                d = x - mean
-                w[i] = d * d
-            else:
-                w[i] = zero
-        cast[0] = np.float64(_pairwise(w, 0, n, zero)) / kept
-        std[r] = np.sqrt(cast[0])
+            w[i] = zero
+    if not kept > threshold:
+        return kept, median, std
+    cast[0] = s[below + (kept - 1) // 2]
+    a = cast[0]
+    if kept % 2 == 1:
+        median = a
+    else:
+        cast[0] = s[below + kept // 2]
+        b = cast[0]
+        cast[0] = a + b
+        cast[0] = cast[0] / 2
+        median = cast[0]
+    cast[0] = np.float64(_pairwise(w, 0, n, zero)) / kept
+    mean = cast[0]
+    for i in range(n):
+        if x[i] >= b_lo and x[i] <= b_hi:
+            d = x[i] - mean
+            w[i] = d * d
+        else:
+            w[i] = zero
+    cast[0] = np.float64(_pairwise(w, 0, n, zero)) / kept
+    cast[0] = np.sqrt(cast[0])
+    return kept, median, cast[0]
+
+
+@njit(cache=True, nogil=True)
+def _median_std_boxes(
+    data, bad, by, bx, clipping, walk, threshold, zero, median, std, n_kept
+):  # pragma: no cover - numba
+    ny, nx = data.shape
+    nby, nbx = median.shape
+    n = by * bx
+    x = np.empty(n, data.dtype)
+    s = np.empty(n)
+    v = np.empty(n)
+    w = np.empty(n, data.dtype)
+    cast = np.empty(1, data.dtype)
+    cast[0] = np.nan
+    nan = cast[0]
+    for j in range(nby):
+        for i in range(nbx):
+            # The box's pixels row-major, NaN where excluded or past the edge:
+            # the row `_box_rows` makes of it.
+            nf = 0
+            for dy in range(by):
+                yy = j * by + dy
+                for dx in range(bx):
+                    xx = i * bx + dx
+                    k = dy * bx + dx
+                    if yy < ny and xx < nx and not bad[yy, xx]:
+                        val = data[yy, xx]
+                        x[k] = val
+                        # Insertion sort: a box has tens of pixels, where
+                        # it beats a general sort's set-up.
+                        q = np.float64(val)
+                        m = nf
+                        while m > 0 and s[m - 1] > q:
+                            s[m] = s[m - 1]
+                            m -= 1
+                        s[m] = q
+                        nf += 1
+                    else:
+                        x[k] = nan
+            s[nf:] = np.nan
+            n_kept[j, i], median[j, i], std[j, i] = _one_row(
+                x, s, nf, v, w, cast, clipping, walk, threshold, zero
+            )
 
 
 @njit(cache=True, nogil=True)

@@ -35,7 +35,7 @@ from tilesky.estimators import (
     as_sigma_clip,
     make_estimator,
 )
-from tilesky.kernels._clip import clipped_median_std
+from tilesky.kernels._clip import box_median_std
 
 __all__ = ["filter_depth", "filter_mesh", "mesh_shape", "mesh_statistics"]
 
@@ -230,24 +230,22 @@ def mesh_statistics(
     bkg = np.full(nby * nbx, np.nan, dtype=data.dtype)
     rms = np.full(nby * nbx, np.nan, dtype=data.dtype)
     n_good = np.zeros(nby * nbx, dtype=np.int32)
-    # The default (median and std after a SigmaClip) runs as one compiled
-    # pass per box, with the same numbers as the general path below.
-    fused = (
+    # The default (median and std after a SigmaClip) runs compiled, box by
+    # box in place, with the same numbers as the general path below.
+    if (
         (clip is None or type(clip) is SigmaClip)
         and type(bkg_est) is MedianBackground
         and type(rms_est) is StdBackgroundRMS
         and data.dtype in (np.float32, np.float64)
-    )
-    walk = None if clip is None or not fused else clip._walk_params()
+    ):
+        walk = None if clip is None else clip._walk_params()
+        return box_median_std(data, bad, (by, bx), walk, threshold)
     rows_per_batch = max(1, _BATCH_PIXELS // (nbx * npix)) if nbx else 1
     for j0 in range(0, nby, rows_per_batch):
         j1 = min(nby, j0 + rows_per_batch)
         ys = slice(j0 * by, min(data.shape[0], j1 * by))
         boxes = _box_rows(data[ys], bad[ys], by, bx, nbx)
         out = slice(j0 * nbx, j1 * nbx)
-        if fused:
-            bkg[out], rms[out], n_good[out] = clipped_median_std(boxes, walk, threshold)
-            continue
         if clip is not None:
             boxes = clip(boxes, axis=-1)
         good = np.count_nonzero(~np.isnan(boxes), axis=-1)
