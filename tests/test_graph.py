@@ -104,3 +104,27 @@ def test_tiling_invariant_with_chunks_smaller_than_the_largest_halo(small_scene)
     np.testing.assert_array_equal(tiled.mask.values, mono.mask.values)
     for name in ("background", "background_rms", "subtracted"):
         np.testing.assert_array_equal(tiled[name].values, mono[name].values)
+
+
+def test_held_arrays_share_one_memory_budget(monkeypatch):
+    """`Tiled.hold` keeps an array in memory only while everything it holds
+    fits one budget together; a released array frees its share."""
+    import gc
+
+    import tilesky.cluster
+
+    image = da.ones((200, 200), dtype=np.float32, chunks=100)  # 160 kB each
+    monkeypatch.setattr(tilesky.cluster, "holdable_bytes", lambda client=None: 250_000)
+    backend = Tiled()
+    with dask.config.set(scheduler="threads"):
+        first = backend.hold(image + 1)
+        second = backend.hold(image + 2)
+        assert first.dask.keys() == {(first.name, i, j) for i in (0, 1) for j in (0, 1)}
+        assert len(first.dask) == 4  # materialized: its blocks only
+        assert len(second.dask) > 4  # over the budget: still the lazy graph
+        assert backend.hold(first) is first  # the same array is held once
+        del first
+        gc.collect()
+        third = backend.hold(image + 3)
+        assert len(third.dask) == 4  # the first one's share was freed
+        np.testing.assert_array_equal(third.compute(), np.full((200, 200), 4.0))

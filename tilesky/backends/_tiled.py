@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -188,6 +189,8 @@ class Tiled(Backend):
 
             cut_halos = blocks_travel(current_client())
         self._cut_halos = cut_halos
+        # name -> (weak reference, bytes) of the arrays `hold` keeps in memory
+        self._held: dict[str, tuple[weakref.ref, int]] = {}
 
     def _map(self, kernel, inputs, **kw) -> da.Array:
         return tile_map(
@@ -311,11 +314,21 @@ class Tiled(Backend):
         return dict(zip(names, dask.persist(*arrays.values()), strict=True))
 
     def hold(self, array: da.Array) -> da.Array:
-        # Only when it takes at most a quarter of the workers' memory: a
-        # mosaic larger than that is re-read from the store on each pass.
+        # Held arrays share one budget (a quarter of the workers' memory, with
+        # the store's kept checkpoints): each fitting alone would let a
+        # 32768^2 run hold several 4 GiB images at once. One that does not
+        # fit is recomputed (from the store's checkpoints) on each pass.
         from tilesky.cluster import current_client, holdable_bytes
 
+        live = {n: v for n, v in self._held.items() if v[0]() is not None}
+        self._held = live
+        if array.name in live:
+            return live[array.name][0]()
         client = current_client()
-        if array.nbytes > holdable_bytes(client):
+        used = sum(nbytes for _, nbytes in live.values())
+        used += getattr(self._store, "_held_bytes", 0) if self._store else 0
+        if used + array.nbytes > holdable_bytes(client):
             return array
-        return array.persist() if client is None else client.persist(array)
+        held = array.persist() if client is None else client.persist(array)
+        self._held[held.name] = (weakref.ref(held), int(array.nbytes))
+        return held
