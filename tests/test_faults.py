@@ -14,10 +14,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
+from _cli import mute_listener
 
 from tilesky.cluster import ClusterError, execution
 
@@ -180,24 +179,8 @@ def test_cluster_without_dashboard_listens_on_loopback_only(n_workers):
 @pytest.fixture
 def mute_server():
     """tcp://127.0.0.1:PORT that accepts connections and never sends a byte."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                held.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(timeout=5)
-    for conn in held:
-        conn.close()
-    server.close()
+    with mute_listener() as (port, _):
+        yield f"tcp://127.0.0.1:{port}"
 
 
 def test_scheduler_that_never_answers_ends_in_one_line(scene, tmp_path, mute_server):

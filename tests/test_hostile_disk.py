@@ -12,12 +12,12 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from _cli import noise_zarr, one_error_line, run_cli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -29,32 +29,12 @@ def _run(*argv: str, limit: int | None = None) -> subprocess.CompletedProcess:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run(
-        [sys.executable, "-m", "tilesky.cli", "run", *argv],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=180,
-        preexec_fn=limited if limit else None,
-    )
-
-
-def _one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("tilesky: error: ")]
-    assert len(errors) == 1 and all(x.startswith("tilesky: ") for x in lines), stderr
-    return errors[0]
+    return run_cli("run", *argv, timeout=180, preexec_fn=limited if limit else None)
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("disk") / "scene.zarr"
-    rng = np.random.default_rng(5)
-    image = rng.normal(100.0, 5.0, (1000, 1000)).astype(np.float32)
-    z = zarr.create_array(str(path), shape=image.shape, chunks=(500, 500), dtype="f4")
-    z[:] = image
-    return path
+    return noise_zarr(tmp_path_factory.mktemp("disk") / "scene.zarr", (1000, 1000), 5)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +77,7 @@ def test_full_tmpfs_is_one_line_then_resume_finishes(scene, fresh, tiny_fs, work
     out = tiny_fs / "out.zarr"
     proc = _run(str(scene), str(out), *ARGS, *workers)
     assert proc.returncode == 1, proc.stderr
-    line = _one_error_line(proc.stderr)
+    line = one_error_line(proc.stderr)
     assert "no space left writing" in line and "--resume" in line, line
     # Space freed (the filesystem grows): the run continues where it stopped.
     remount = ["mount", "-o", "remount,size=300m", str(tiny_fs)]
@@ -112,7 +92,7 @@ def test_file_size_limit_is_one_line_then_resume_finishes(scene, fresh, tmp_path
     args = (str(scene), str(out), *ARGS, "--scheduler", "threads")
     proc = _run(*args, limit=256 * 1024)
     assert proc.returncode == 1, proc.stderr
-    line = _one_error_line(proc.stderr)
+    line = one_error_line(proc.stderr)
     assert "no space left writing" in line and "File too large" in line, line
     proc = _run(*args, "--resume")
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,15 +125,31 @@ def test_resume_after_the_input_pixels_changed_is_refused(tmp_path):
     assert zarr.open_group(str(out), mode="r").attrs["tilesky_status"] == "running"
 
 
+@pytest.fixture(scope="module")
+def killed(reference, tmp_path_factory):
+    """One run on the reference input, SIGKILLed once two checkpoints hold blocks.
+
+    The damage tests each resume a copy of it.
+    """
+    scene, _ = reference
+    out = tmp_path_factory.mktemp("killed") / "out.zarr"
+    chunks = _killed_run(scene, out)
+    return out, {name: [f.relative_to(out) for f in fs] for name, fs in chunks.items()}
+
+
 @pytest.mark.parametrize("damage", ["zeros", "garbage", "truncated"])
-def test_damaged_checkpoint_blocks_are_recomputed(reference, tmp_path, damage):
+def test_damaged_checkpoint_blocks_are_recomputed(reference, killed, tmp_path, damage):
     """Every stored checkpoint chunk damaged: the resumed run equals a fresh one."""
     scene, want = reference
+    source, chunks = killed
     out = tmp_path / "out.zarr"
-    chunks = _killed_run(scene, out)
+    shutil.copytree(source, out)
+    assert _work_chunks(out) == {
+        name: [out / f for f in files] for name, files in chunks.items()
+    }
     rng = np.random.default_rng(1)
     for files in chunks.values():
-        for f in files:
+        for f in (out / rel for rel in files):
             size = f.stat().st_size
             if damage == "zeros":
                 f.write_bytes(bytes(size))

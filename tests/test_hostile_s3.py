@@ -8,18 +8,16 @@ s3fs's 5 retries, for each of many calls) kept it waiting for many minutes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 import zarr
+from _cli import mute_listener
 
 pytest.importorskip("s3fs")
 pytestmark = pytest.mark.timeout(180)
@@ -32,24 +30,8 @@ READ_TIMEOUT = 2
 @pytest.fixture
 def mute_endpoint():
     """http://127.0.0.1:PORT that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                held.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}", held
-    stop.set()
-    thread.join(timeout=5)
-    for conn in held:
-        conn.close()
-    server.close()
+    with mute_listener() as (port, held):
+        yield f"http://127.0.0.1:{port}", held
 
 
 def _run(*argv: str) -> tuple[subprocess.CompletedProcess, float]:
