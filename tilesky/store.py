@@ -212,13 +212,13 @@ class RunStore:
         self.blocks_written = 0
         self.blocks_skipped = 0
         self.group = None
-        # Block writes still running (futures) while the run goes on, and the
-        # bytes of intermediates kept in the workers' memory.
+        # Block writes still running (futures) while the run goes on.
         self._pending: list = []
         # The checkpoint writes among them: a finishing run cancels those not
         # yet started, since nothing will read them.
         self._pending_work: list = []
-        self._held_bytes = 0
+        #: Bytes of this run's intermediates kept in the workers' memory.
+        self.kept_bytes = 0
         #: Store paths whose arrays, when kept in the workers' memory, stay
         #: referenced in ``held`` (the metrics read the run's scene from
         #: there rather than from the input again); others are freed once
@@ -619,9 +619,9 @@ class RunStore:
         # by the tiles in flight. The count guards the estimate.
         budget = holdable_bytes(client)
         nbytes = sum(a.nbytes for a in arrays)
-        if self.keep_bytes > budget or self._held_bytes + nbytes > budget:
+        if self.keep_bytes > budget or self.kept_bytes + nbytes > budget:
             return None
-        self._held_bytes += nbytes
+        self.kept_bytes += nbytes
         return client
 
     def _write_tasks(self, arrays, targets, existing) -> list:

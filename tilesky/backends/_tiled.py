@@ -326,7 +326,7 @@ class Tiled(Backend):
             return live[array.name][0]()
         client = current_client()
         used = sum(nbytes for _, nbytes in live.values())
-        used += getattr(self._store, "_held_bytes", 0) if self._store else 0
+        used += self._store.kept_bytes if self._store is not None else 0
         if used + array.nbytes > holdable_bytes(client):
             return array
         held = array.persist() if client is None else client.persist(array)

@@ -15,7 +15,8 @@ a tile given its neighbours' cells (and nothing beyond the image edge) gives
 the same values as the whole mesh. The decision to filter every box depends
 on a global minimum, which a tile receives as ``global_min``.
 
-Pure numpy; never imports dask.
+numpy, and the compiled box kernel of :mod:`tilesky.kernels._clip`; never
+imports dask.
 """
 
 from __future__ import annotations
