@@ -327,7 +327,7 @@ class RunStore:
         return True
 
     def _lock(self) -> None:
-        """Take the output's lock (local stores): one writer per output."""
+        """One writer per output: a lock file (local) or a lease (object store)."""
         path = _lock_path(self.url)
         if path is None:
             lease = self._lease()
