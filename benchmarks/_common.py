@@ -167,6 +167,34 @@ class PeakMemory:
         self._thread.join()
 
 
+class PeakSampler:
+    """The largest value of ``sample()``, taken every ``interval`` seconds in a
+    background thread between ``__enter__`` and ``__exit__`` (and at both)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.sample())
+
+    def __enter__(self):
+        self.peak = self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+
+
 def run_cli(
     args: list[str], *, memory: bool = False, cpu: dict | None = None
 ) -> tuple[float, int, str]:

@@ -24,25 +24,21 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from _common import TILESKY, PeakMemory, write_record
+from _common import TILESKY, PeakMemory, PeakSampler, write_record
 
 GIB = 1024**3
 RESULTS = Path(__file__).parent / "results"
 
 
-class DiskUse:
+class DiskUse(PeakSampler):
     """Sample the bytes under some directories until stopped."""
 
     def __init__(self, paths: list[Path], interval: float = 2.0) -> None:
+        super().__init__(interval)
         self.paths = paths
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> int:
         total = 0
@@ -54,19 +50,6 @@ class DiskUse:
                     except OSError:
                         pass  # written and removed between listing and stat
         return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.sample())
-
-    def __enter__(self) -> DiskUse:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.sample())
 
 
 def _step(cmd: list[str], disk: list[Path]) -> dict:

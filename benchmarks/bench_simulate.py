@@ -20,12 +20,12 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import dask
 import psutil
+from _common import PeakSampler
 
 from tilesky import __version__
 from tilesky.simulate import GENERATOR_VERSION, write_simulation
@@ -33,14 +33,11 @@ from tilesky.simulate import GENERATOR_VERSION, write_simulation
 GIB = 1024**3
 
 
-class PeakMemory:
+class PeakMemory(PeakSampler):
     """Sample the summed RSS of this process tree in a background thread."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
 
     def sample(self) -> int:
         root = psutil.Process(os.getpid())
@@ -51,21 +48,6 @@ class PeakMemory:
             except psutil.Error:
                 pass  # a child that exits between listing and sampling
         return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self.peak = self.sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.sample())
 
 
 def _cpu_seconds() -> float:
