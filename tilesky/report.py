@@ -366,10 +366,7 @@ def _scatter_figure(plt: _Plotting, path: Path, points, xkey: str) -> None:
         x, y = x[ok], y[ok]
         ys.append(y)
         alpha = 0.8 if name == "random" else 0.4
-        # A marker-only line, not scatter(): Agg stamps one marker image, and
-        # the legend's "best" placement tests one array of vertices instead
-        # of a list of one array per point, which with 30 000 points cost
-        # more than drawing the figure.
+        # A marker-only line, not scatter(): Agg stamps one marker image.
         ax.plot(
             x,
             y,
@@ -395,7 +392,11 @@ def _scatter_figure(plt: _Plotting, path: Path, points, xkey: str) -> None:
     ax.set_xlabel("flux" if xkey == "flux" else "radius re (px)")
     ax.set_ylabel(f"mean {quantity} in 3x3 box")
     ax.set_title(f"{quantity} vs. {'flux' if xkey == 'flux' else 'radius'}")
-    for handle in ax.legend().legend_handles:
+    # Beside the axes: "best" placement tests every point against the legend
+    # box, which on a survey catalogue (10^6 sources) takes longer than the
+    # figure and has matplotlib warn on the terminal.
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for handle in legend.legend_handles:
         handle.set_alpha(1.0)
     fig.tight_layout()
     _save_figure(plt, canvas, path)
