@@ -14,8 +14,10 @@ their pixel counts and the mean pixel variance):
   from the cells' variances, so masked and shallow cells count less); a
   source a fraction of a sigma per pixel bright but spread over thousands
   of pixels stands out there;
-- each detected region grown by its own size (:func:`grow_by_size` on the
-  cell map) and the surround fitted again without it, then detected again.
+- the surround fitted again without the detections and the detection
+  repeated; each region it finds then grows by its own size
+  (:func:`grow_by_size` on the cell map, ``factor`` 0: the footprint of
+  the multi-scale means is the mask).
 
 Every step is a direct weighted sum over a fixed window (``scipy.ndimage
 .correlate1d``, constant 0 outside) or an elementwise operation, so a tile
@@ -198,14 +200,14 @@ def detect_cells(
     grow = {"factor": factor, "min_thickness": 1, "max_thickness": max_thickness}
     none = np.zeros(values.shape, dtype=bool)
     first = _detections(values, weights, none, n_sigma=n_sigma, **kw)
-    first = grow_by_size(first, **grow)
+    first = grow_by_size(first, **{**grow, "factor": 0.0})
     found = _detections(values, weights, first, n_sigma=n_sigma, **kw)
     return grow_by_size(found, **grow).astype(np.uint8)
 
 
 def detect_depth(*, sigmas, surround, truncate, factor, max_thickness) -> int:
     """Halo, in cells, of :func:`detect_cells`: two passes of the widest
-    window and the growth."""
+    window and the growth (a safe bound: the first pass does not grow)."""
     window = max(_radius(s, truncate) for s in (*sigmas, surround))
     return 2 * (window + grow_depth(factor, max_thickness))
 
