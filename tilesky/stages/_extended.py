@@ -12,9 +12,11 @@ residual is looked at. Here, once, in the first round:
 2. on the cell map (:func:`~tilesky.kernels._binned.detect_cells`, a local
    step with its halo in cells): the local plane of a wide window is the
    sky, Gaussian means at ``extended_sigma`` minus that plane are
-   thresholded at ``extended_n_sigma`` in their own noise, each detection
-   grows by its size (``extended_grow``), the plane is refitted without
-   them and the detection repeated;
+   thresholded at ``extended_n_sigma`` in their own noise, the plane is
+   refitted without the detections and the detection repeated; each
+   region then grows by its size (``extended_grow``; by default 0, the
+   footprint of the multi-scale means, which widens with the source, is
+   the mask: wider growth leaves holes the fit bridges worse);
 3. the cells go back to pixels (each pixel its cell's value) and are ORed
    into every round's mask.
 
@@ -109,17 +111,10 @@ def detect(backend, scene, mask, noise, depth, gate, *, cfg: Config):
             )[0]
         ]
     kernel = functools.partial(_detect_kernel, scale=scale, params=params)
-    cells = LocalStage(
-        f"{NAME}-detect",
-        kernel,
-        detect_depth(
-            **{
-                k: params[k]
-                for k in ("sigmas", "surround", "truncate", "factor", "max_thickness")
-            }
-        ),
-        np.uint8,
-    )(backend, values, counts, *variance)
+    halo = detect_depth(**{k: v for k, v in params.items() if k != "n_sigma"})
+    cells = LocalStage(f"{NAME}-detect", kernel, halo, np.uint8)(
+        backend, values, counts, *variance
+    )
     pixels = backend.to_pixels(
         functools.partial(upsample_cells, box_size=box),
         [cells],
