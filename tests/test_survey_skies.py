@@ -170,6 +170,9 @@ def smooth_disk():
     return ds.scene.values + disk.astype(np.float32), r
 
 
+_NO_CELLS = ["source_mask.extended_fraction=0"]
+
+
 def _gate(limit):
     return [f"source_mask.auto_coarse_fraction={limit}"]
 
@@ -183,8 +186,9 @@ def test_coarse_gate_switches_on_only_where_the_sky_is_smooth(smooth_disk, unifo
     scene, r = smooth_disk
     on = run_pipeline(scene, cfg, WholeImage())
     assert on.coarse_gate["extended"]
-    # The disk (out to 1.8 Re) is masked only with the extended scales.
-    plain = estimate_background(scene)
+    # The disk (out to 1.8 Re) is masked only with the extended scales
+    # (the binned cells, on by default, are left out here).
+    plain = estimate_background(scene, overrides=_NO_CELLS)
     ring = r < 45
     assert np.asarray(on.arrays["mask"])[ring].mean() > 0.9
     assert plain.mask.values[ring].mean() < 0.4
@@ -197,7 +201,8 @@ def test_coarse_gate_switches_on_only_where_the_sky_is_smooth(smooth_disk, unifo
     np.testing.assert_array_equal(
         np.asarray(off.arrays["mask"]), estimate_background(uniform).mask.values
     )
-    assert run_pipeline(uniform, Config(), WholeImage()).coarse_gate is None
+    no_gate = Config().with_overrides(_NO_CELLS)
+    assert run_pipeline(uniform, no_gate, WholeImage()).coarse_gate is None
     # The decision and its evidence reach the result's attributes.
     ds = estimate_background(scene, chunks=None, overrides=_gate(0.15))
     assert ds.attrs["coarse_gate"] == on.coarse_gate

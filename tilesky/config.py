@@ -300,6 +300,23 @@ class SourceMaskConfig:
         The growth factor that goes with them.
     auto_grow_max_thickness : int
         Their growth's thickness cap (px).
+    extended_fraction : float
+        Extended sources found on binned cells (``stages._extended``): in
+        the first round, cells of ``first_mesh.box_size`` whose Gaussian
+        means stand above the local sky plane are masked, each grown by
+        its size, in every round, unless they add this fraction or more of
+        the covered image to the mask (then they follow the sky itself and
+        nothing changes). 0: never.
+    extended_sigma : tuple of float
+        Gaussian sigmas (px) of the binned detection scales.
+    extended_surround : float
+        Gaussian sigma (px) of the window of the local sky plane.
+    extended_n_sigma : float
+        Threshold of the binned scales, in each scale's own noise.
+    extended_grow : float
+        Each binned detection grows by this factor times its thickness.
+    extended_max_thickness : int
+        Thickness cap (px) of that growth.
     """
 
     fwhm: tuple[float, ...] = (1.0, 3.0, 5.0)
@@ -317,6 +334,12 @@ class SourceMaskConfig:
     auto_coarse_fwhm: tuple[float, ...] = (20.0, 40.0, 80.0)
     auto_grow_factor: float = 1.0
     auto_grow_max_thickness: int = 96
+    extended_fraction: float = 0.3
+    extended_sigma: tuple[float, ...] = (10.0, 20.0, 40.0)
+    extended_surround: float = 200.0
+    extended_n_sigma: float = 4.0
+    extended_grow: float = 0.0
+    extended_max_thickness: int = 200
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fwhm", _floats("source_mask.fwhm", self.fwhm))
@@ -331,6 +354,20 @@ class SourceMaskConfig:
         for f in auto:
             _positive("source_mask.auto_coarse_fwhm", f)
         _number("source_mask.auto_coarse_fraction", self.auto_coarse_fraction)
+        ext = _floats("source_mask.extended_sigma", self.extended_sigma)
+        object.__setattr__(self, "extended_sigma", ext)
+        if not ext:
+            raise ConfigError("source_mask.extended_sigma must not be empty")
+        for f in ext:
+            _positive("source_mask.extended_sigma", f)
+        _positive("source_mask.extended_surround", self.extended_surround)
+        _positive("source_mask.extended_n_sigma", self.extended_n_sigma)
+        _positive("source_mask.extended_grow", self.extended_grow, allow_zero=True)
+        _number("source_mask.extended_fraction", self.extended_fraction)
+        if not 0 <= self.extended_fraction <= 1:
+            msg = "source_mask.extended_fraction must be between 0 and 1, got "
+            msg += repr(self.extended_fraction)
+            raise ConfigError(msg)
         if not 0 <= self.auto_coarse_fraction <= 1:
             msg = "source_mask.auto_coarse_fraction must be between 0 and 1, got "
             msg += repr(self.auto_coarse_fraction)
@@ -342,6 +379,7 @@ class SourceMaskConfig:
             ("grow_min_thickness", 1),
             ("grow_max_thickness", 1),
             ("auto_grow_max_thickness", 1),
+            ("extended_max_thickness", 1),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -763,7 +801,7 @@ PRESETS: dict[str, Config] = {
         final_method="mesh",
         n_rounds=1,
         noise_mode="global",
-        source_mask=SourceMaskConfig(grow_factor=0.0),
+        source_mask=SourceMaskConfig(grow_factor=0.0, extended_fraction=0.0),
     ),
     "default": Config(),
 }

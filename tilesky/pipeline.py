@@ -35,7 +35,14 @@ import numpy as np
 
 from tilesky.config import Config
 from tilesky.errors import PipelineError
-from tilesky.stages import _depth, _first_mask, _ring_median, _smoothfit, _source_mask
+from tilesky.stages import (
+    _depth,
+    _extended,
+    _first_mask,
+    _ring_median,
+    _smoothfit,
+    _source_mask,
+)
 from tilesky.stages._mesh import mesh_background
 from tilesky.stages._noise import global_noise
 from tilesky.stages._pointwise import masked_scene, residual, subtracted
@@ -232,6 +239,17 @@ def _round_steps(cfg: Config, rnd: int) -> list[Step]:
             checkpoint={"mask": f"mask_round{rnd}"},
         )
     )
+    if _extended.enabled(cfg):
+        if rnd == 1:
+            detect = functools.partial(_extended.detect, cfg=cfg)
+            steps.append(
+                Step(
+                    detect,
+                    ("stats_scene", "mask", *mask_inputs[1:3], "coarse_gate"),
+                    ("extended_mask", "coarse_gate"),
+                )
+            )
+        steps.append(Step(_extended.combine, ("mask", "extended_mask"), ("mask",)))
     fit = "none"
     if cfg.final_method == "smoothfit":
         bridge = _smoothfit.bridge_stage(cfg)
@@ -353,6 +371,7 @@ def run_pipeline(
         "depth": None,
         "depth_model": {"model": config.noise_mode},
         "coarse_gate": None,
+        "extended_mask": None,
         "none": None,
     }
     t0 = time.perf_counter()
