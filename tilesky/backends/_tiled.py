@@ -123,15 +123,19 @@ def _held_groups(array: da.Array) -> list[list[int]] | None:
     task per group, scheduled where its blocks are, rather than a task per
     block. None when the placement is not known (not held, or no client).
     """
-    from distributed import wait
+    from distributed import Future, wait
 
     from tilesky.cluster import current_client
 
     client = current_client()
-    if client is None or not _in_cluster_memory(array):
+    if client is None:
         return None
     graph = array.__dask_graph__()
     futures = [graph[key] for key in flatten(array.__dask_keys__())]
+    # Held means every block is a kept result; a map computed from held
+    # inputs has tasks there, whose placement is not known yet.
+    if not all(isinstance(f, Future) for f in futures):
+        return None
     try:
         # Every pass needs every block: waiting for them first costs the
         # first pass nothing but the round trip, and makes them placed.

@@ -127,9 +127,6 @@ def detect(backend, scene, mask, noise, depth, gate, *, cfg: Config):
     added = LocalStage(f"{NAME}-added", _added, 0, np.float32)(
         backend, pixels, mask, scene
     )
-    # Held like the residual: on a cluster, a reduction reads held blocks
-    # where they are (an unheld map over held inputs is not placed).
-    added = backend.hold(added)
     _, fraction, _ = backend.clipped_moments(added, clip=None, maxiters=1)
     fraction = float(fraction)
     used = fraction < limit
