@@ -51,6 +51,13 @@ def _number(name: str, value: Any) -> None:
         raise ConfigError(msg)
 
 
+def _fraction(name: str, value: Any) -> None:
+    _number(name, value)
+    if not 0 <= value <= 1:
+        msg = f"{name} must be between 0 and 1, got {value!r}"
+        raise ConfigError(msg)
+
+
 def _maxiters(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         msg = f"{name} must be an integer >= 1, got {value!r}"

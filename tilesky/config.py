@@ -23,6 +23,7 @@ from tilesky._config_values import (
     _choice,
     _dq_bits,
     _floats,
+    _fraction,
     _maxiters,
     _number,
     _pair,
@@ -353,7 +354,7 @@ class SourceMaskConfig:
         object.__setattr__(self, "auto_coarse_fwhm", auto)
         for f in auto:
             _positive("source_mask.auto_coarse_fwhm", f)
-        _number("source_mask.auto_coarse_fraction", self.auto_coarse_fraction)
+        _fraction("source_mask.auto_coarse_fraction", self.auto_coarse_fraction)
         ext = _floats("source_mask.extended_sigma", self.extended_sigma)
         object.__setattr__(self, "extended_sigma", ext)
         if not ext:
@@ -363,15 +364,7 @@ class SourceMaskConfig:
         _positive("source_mask.extended_surround", self.extended_surround)
         _positive("source_mask.extended_n_sigma", self.extended_n_sigma)
         _positive("source_mask.extended_grow", self.extended_grow, allow_zero=True)
-        _number("source_mask.extended_fraction", self.extended_fraction)
-        if not 0 <= self.extended_fraction <= 1:
-            msg = "source_mask.extended_fraction must be between 0 and 1, got "
-            msg += repr(self.extended_fraction)
-            raise ConfigError(msg)
-        if not 0 <= self.auto_coarse_fraction <= 1:
-            msg = "source_mask.auto_coarse_fraction must be between 0 and 1, got "
-            msg += repr(self.auto_coarse_fraction)
-            raise ConfigError(msg)
+        _fraction("source_mask.extended_fraction", self.extended_fraction)
         _positive(
             "source_mask.auto_grow_factor", self.auto_grow_factor, allow_zero=True
         )
