@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from tilesky.kernels._grow import grow_by_size, grow_depth
+from tilesky.kernels._mask import gaussian_depth
 
 __all__ = [
     "cell_means",
@@ -65,7 +66,8 @@ def cell_means(data, mask=None, *, box_size):
 
 
 def _radius(sigma: float, truncate: float) -> int:
-    return max(1, int(truncate * sigma + 0.5))
+    # The smoothing kernels' radius, at least one cell.
+    return max(1, gaussian_depth(sigma, truncate))
 
 
 def _kernels(sigma: float, truncate: float, order: int = 0) -> list[np.ndarray]:
