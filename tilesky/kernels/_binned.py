@@ -27,6 +27,7 @@ for bit.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -79,16 +80,87 @@ def _kernels(sigma: float, truncate: float, order: int = 0) -> list[np.ndarray]:
     return [g * x**k for k in range(order + 1)]
 
 
+def _symmetry(k: np.ndarray) -> int:
+    # scipy.ndimage's own test: 1 symmetric, -1 antisymmetric, 0 neither
+    if len(k) % 2 == 0:
+        return 0
+    r = len(k) // 2
+    eps = np.finfo(np.float64).eps
+    if all(abs(k[r + i] - k[r - i]) <= eps for i in range(1, r + 1)):
+        return 1
+    if all(abs(k[r + i] + k[r - i]) <= eps for i in range(1, r + 1)):
+        return -1
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlate_padded(p, w, symmetry, axis, out):  # pragma: no cover - compiled
+    # ``p`` is the input with ``r`` zeros either side along ``axis``; each
+    # output element is scipy.ndimage.correlate1d's sum, term by term in
+    # its order (so the same bits), with the loop over the other axis
+    # innermost so it vectorizes.
+    ny, nx = out.shape
+    n = len(w)
+    r = n // 2
+    for y in range(ny):
+        for x in range(nx):
+            if axis == 0:
+                centre = p[y + r, x] if symmetry != 0 else p[y + n - 1, x]
+            else:
+                centre = p[y, x + r] if symmetry != 0 else p[y, x + n - 1]
+            out[y, x] = centre * (w[r] if symmetry != 0 else w[n - 1])
+        if symmetry != 0:
+            for j in range(r, 0, -1):
+                wj = w[r - j]
+                if axis == 0:
+                    lo, hi = p[y + r - j], p[y + r + j]
+                else:
+                    lo, hi = p[y, r - j : r - j + nx], p[y, r + j : r + j + nx]
+                if symmetry > 0:
+                    for x in range(nx):
+                        out[y, x] += (lo[x] + hi[x]) * wj
+                else:
+                    for x in range(nx):
+                        out[y, x] += (lo[x] - hi[x]) * wj
+        else:
+            for k in range(n - 1):
+                wk = w[k]
+                src = p[y + k] if axis == 0 else p[y, k : k + nx]
+                for x in range(nx):
+                    out[y, x] += src[x] * wk
+    return out
+
+
+def _correlate(a, k, axis):
+    """``scipy.ndimage.correlate1d(a, k, axis, mode="constant", cval=0)``
+    for 2-D float64 ``a`` and an odd-length ``k``, bit for bit and faster
+    (:func:`_correlate_reference` is scipy's)."""
+    k = np.asarray(k, dtype=np.float64)
+    if len(k) % 2 == 0:
+        return _correlate_reference(a, k, axis)
+    a = np.asarray(a, dtype=np.float64)
+    r = len(k) // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (r, r)
+    p = np.pad(a, pad)
+    return _correlate_padded(p, k, _symmetry(k), axis, np.empty(a.shape))
+
+
+def _correlate_reference(a, k, axis):
+    return ndimage.correlate1d(a, k, axis=axis, mode="constant", cval=0.0)
+
+
 def _conv(a, ky, kx):
-    out = ndimage.correlate1d(a, ky, axis=0, mode="constant", cval=0.0)
-    return ndimage.correlate1d(out, kx, axis=1, mode="constant", cval=0.0)
+    return _correlate(_correlate(a, ky, axis=0), kx, axis=1)
 
 
 def _solve(matrix, rhs):
     """Solutions of ``matrix[i][j] x[j] = rhs[i]`` per cell (lists of maps):
     Gaussian elimination with partial pivoting, elementwise across cells,
     so each cell's result depends on its own numbers only (NaN where the
-    system is singular)."""
+    system is singular).
+
+    The reference of :func:`_solve_first`, which the pipeline runs."""
     n = len(rhs)
     shape = rhs[0].shape
     a = np.stack([np.stack(row, axis=-1) for row in matrix], axis=-2)
@@ -114,6 +186,58 @@ def _solve(matrix, rhs):
     return [x[:, i].reshape(shape) for i in range(n)]
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _solve_first(moments, index, rhs):  # pragma: no cover - compiled
+    """``x[0]`` of :func:`_solve` per cell, with the same operations in the
+    same order (so the same bits), one cell at a time: the matrix is
+    ``moments[index[i, j]]``, the right-hand side ``rhs[i]``."""
+    n = index.shape[0]
+    ny, nx = rhs.shape[1], rhs.shape[2]
+    out = np.empty((ny, nx))
+    a = np.empty((n, n))
+    b = np.empty(n)
+    x = np.empty(n)
+    for yy in range(ny):
+        for xx in range(nx):
+            for i in range(n):
+                b[i] = rhs[i, yy, xx]
+                for j in range(n):
+                    a[i, j] = moments[index[i, j], yy, xx]
+            for k in range(n):
+                # numpy's argmax: the first largest, or the first NaN
+                p = k
+                best = abs(a[k, k])
+                if not np.isnan(best):
+                    for i in range(k + 1, n):
+                        v = abs(a[i, k])
+                        if np.isnan(v):
+                            p = i
+                            break
+                        if v > best:
+                            best = v
+                            p = i
+                if p != k:
+                    for j in range(n):
+                        t = a[k, j]
+                        a[k, j] = a[p, j]
+                        a[p, j] = t
+                    t = b[k]
+                    b[k] = b[p]
+                    b[p] = t
+                for i in range(k + 1, n):
+                    f = a[i, k] / a[k, k]
+                    for j in range(n):
+                        a[i, j] -= f * a[k, j]
+                    b[i] -= f * b[k]
+            for i in range(n - 1, -1, -1):
+                acc = b[i]
+                for j in range(i + 1, n):
+                    acc -= a[i, j] * x[j]
+                x[i] = acc / a[i, i]
+            out[yy, xx] = x[0]
+    return out
+
+
 #: Exponents (of y, of x) of the local polynomials' terms, by order.
 _TERMS = {
     0: [(0, 0)],
@@ -129,16 +253,27 @@ def _surround(values, weights, sigma, truncate, order=2):
     terms = _TERMS[order]
     g = _kernels(sigma, truncate, 2 * order)
     wv = weights * values
-    moments = {}
-    for py, px in {(a[0] + b[0], a[1] + b[1]) for a in terms for b in terms}:
-        moments[py, px] = _conv(weights, g[py], g[px])
-    matrix = [[moments[a[0] + b[0], a[1] + b[1]] for b in terms] for a in terms]
-    rhs = [_conv(wv, g[py], g[px]) for py, px in terms]
+    pairs = sorted({(a[0] + b[0], a[1] + b[1]) for a in terms for b in terms})
+    # Each sum is a pass down the columns then one along the rows
+    # (:func:`_conv`); the column passes of one input and one power are
+    # shared by every sum that needs them.
+    columns = {}
+
+    def conv(name, a, py, px):
+        if (name, py) not in columns:
+            columns[name, py] = _correlate(a, g[py], axis=0)
+        return _correlate(columns[name, py], g[px], axis=1)
+
+    moments = {p: conv("w", weights, *p) for p in pairs}
+    rhs = [conv("wv", wv, py, px) for py, px in terms]
     with np.errstate(invalid="ignore", divide="ignore"):
         flat = rhs[0] / moments[0, 0]
     if order == 0:
         return flat
-    fit = _solve(matrix, rhs)[0]
+    index = np.array(
+        [[pairs.index((a[0] + b[0], a[1] + b[1])) for b in terms] for a in terms]
+    )
+    fit = _solve_first(np.stack([moments[p] for p in pairs]), index, np.stack(rhs))
     return np.where(np.isfinite(fit), fit, flat)
 
 

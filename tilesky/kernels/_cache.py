@@ -22,6 +22,8 @@ _RUN_MODULES = (
     "tilesky.kernels._mask",
     "tilesky.kernels._noise",
     "tilesky.kernels._clip",
+    "tilesky.kernels._binned",
+    "tilesky.kernels._grow",
     "tilesky.metrics._passes",
 )
 
