@@ -16,6 +16,8 @@ and std) as one compiled pass per mesh box, read in place from the image;
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -199,6 +201,7 @@ def box_median_std(
         bad.view(np.uint8),
         by,
         bx,
+        _network(by * bx),
         clip is not None,
         _walk_args(clip),
         float(threshold),
@@ -259,14 +262,82 @@ def _one_row(x, s, nf, v, w, cast, clipping, walk, threshold, zero):  # pragma: 
     return kept, median, cast[0]
 
 
+#: Boxes sorted together, one per SIMD lane of the sorting network.
+_LANES = 8
+
+#: Largest box (pixels, padded to a power of two) sorted by the network;
+#: beyond it the comparators (n log^2 n / 4) cost more than a quicksort.
+_NETWORK_MAX = 4096
+
+
+@functools.lru_cache(maxsize=16)
+def _network(n: int) -> np.ndarray:
+    """Batcher's odd-even merge sort for ``n`` values padded to a power of
+    two: the comparators ``(i, j)``, ``i < j``, in order (empty above
+    :data:`_NETWORK_MAX`: those boxes are sorted one by one)."""
+    size = 1
+    while size < n:
+        size *= 2
+    if size > _NETWORK_MAX:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@njit(cache=True, nogil=True)
+def _sort_lanes(buf, pairs):  # pragma: no cover - numba
+    # Every column of ``buf`` sorted by the network ``pairs``, the same
+    # comparators for all lanes: no data-dependent branch, where an
+    # insertion sort mispredicts on every pixel of a noise box.
+    for c in range(pairs.shape[0]):
+        a = buf[pairs[c, 0]]
+        b = buf[pairs[c, 1]]
+        for lane in range(_LANES):
+            x = a[lane]
+            y = b[lane]
+            a[lane] = min(x, y)
+            b[lane] = max(x, y)
+
+
+@njit(cache=True, nogil=True)
+def _restore_zero_signs(s, nf, x):  # pragma: no cover - numba
+    # A sort may order +0.0 and -0.0 either way; a stable one keeps them in
+    # the box's row-major order (``x``, NaN where excluded), as these are
+    # the only distinct finite values that compare equal.
+    z = 0
+    while z < nf and s[z] < 0:
+        z += 1
+    for k in range(x.shape[0]):
+        if x[k] == 0:
+            s[z] = x[k]
+            z += 1
+
+
 @njit(cache=True, nogil=True)
 def _median_std_boxes(
-    data, bad, by, bx, clipping, walk, threshold, zero, median, std, n_kept
+    data, bad, by, bx, pairs, clipping, walk, threshold, zero, median, std, n_kept
 ):  # pragma: no cover - numba
     ny, nx = data.shape
     nby, nbx = median.shape
     n = by * bx
-    x = np.empty(n, data.dtype)
+    lanes = _LANES if pairs.shape[0] > 0 else 1
+    size = 1
+    while size < n:
+        size *= 2
+    buf = np.empty((size, lanes), data.dtype)
+    xs = np.empty((lanes, n), data.dtype)
+    nfs = np.zeros(lanes, np.int64)
+    zeros = np.zeros(lanes, np.int64)
     s = np.empty(n)
     v = np.empty(n)
     w = np.empty(n, data.dtype)
@@ -274,33 +345,47 @@ def _median_std_boxes(
     cast[0] = np.nan
     nan = cast[0]
     for j in range(nby):
-        for i in range(nbx):
-            # The box's pixels row-major, NaN where excluded or past the edge:
-            # the row `_box_rows` makes of it.
-            nf = 0
-            for dy in range(by):
-                yy = j * by + dy
-                for dx in range(bx):
-                    xx = i * bx + dx
-                    k = dy * bx + dx
-                    if yy < ny and xx < nx and not bad[yy, xx]:
-                        val = data[yy, xx]
-                        x[k] = val
-                        # Insertion sort: a box has tens of pixels, where
-                        # it beats a general sort's set-up.
-                        q = np.float64(val)
-                        m = nf
-                        while m > 0 and s[m - 1] > q:
-                            s[m] = s[m - 1]
-                            m -= 1
-                        s[m] = q
-                        nf += 1
-                    else:
-                        x[k] = nan
-            s[nf:] = np.nan
-            n_kept[j, i], median[j, i], std[j, i] = _one_row(
-                x, s, nf, v, w, cast, clipping, walk, threshold, zero
-            )
+        for i0 in range(0, nbx, lanes):
+            # Each box's pixels row-major, NaN where excluded or past the
+            # edge (the row `_box_rows` makes of it), and its finite values
+            # in a lane of ``buf``, +inf after them.
+            buf[:] = np.inf
+            used = min(lanes, nbx - i0)
+            for lane in range(used):
+                i = i0 + lane
+                x = xs[lane]
+                nf = 0
+                nz = 0
+                for dy in range(by):
+                    yy = j * by + dy
+                    for dx in range(bx):
+                        xx = i * bx + dx
+                        k = dy * bx + dx
+                        if yy < ny and xx < nx and not bad[yy, xx]:
+                            val = data[yy, xx]
+                            x[k] = val
+                            buf[nf, lane] = val
+                            nf += 1
+                            nz += val == 0
+                        else:
+                            x[k] = nan
+                nfs[lane] = nf
+                zeros[lane] = nz
+            if pairs.shape[0] > 0:
+                _sort_lanes(buf, pairs)
+            for lane in range(used):
+                nf = nfs[lane]
+                for k in range(nf):
+                    s[k] = np.float64(buf[k, lane])
+                if pairs.shape[0] == 0:
+                    s[:nf].sort()
+                if zeros[lane] > 0:
+                    _restore_zero_signs(s, nf, xs[lane])
+                s[nf:] = np.nan
+                i = i0 + lane
+                n_kept[j, i], median[j, i], std[j, i] = _one_row(
+                    xs[lane], s, nf, v, w, cast, clipping, walk, threshold, zero
+                )
 
 
 @njit(cache=True, nogil=True)
