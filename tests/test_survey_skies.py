@@ -95,6 +95,36 @@ def test_growth_follows_the_size_of_each_region():
     assert grown[95:106, 160:181].sum() == 1
 
 
+def _chamfer(shape):
+    # 3-4 chamfer distance between every pair of pixels: 3 per axis step,
+    # 4 per diagonal one, i.e. 3 max(|dy|, |dx|) + min(|dy|, |dx|).
+    yy, xx = np.indices(shape).reshape(2, -1)
+    dy = np.abs(yy[:, None] - yy[None, :])
+    dx = np.abs(xx[:, None] - xx[None, :])
+    return 3 * np.maximum(dy, dx) + np.minimum(dy, dx)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.5])
+def test_growth_equals_its_definition_pixel_by_pixel(factor):
+    # The compiled two-pass sweeps against the definition, all pairs: the
+    # thickness is the chamfer distance to the nearest unmasked pixel
+    # (capped; outside the array does not count), a pixel thick enough
+    # reaches floor((1 + factor) * thickness) minus the distance.
+    mask = _blobs((37, 53), seed=5)
+    mask[:, :4] = True  # a region touching the edge
+    mask[30, 40] = True  # thinner than min_thickness
+    d = _chamfer(mask.shape)
+    flat = mask.ravel()
+    cap, low = 3 * 9, 3 * 2
+    thick = np.where(flat, np.minimum(cap, d[:, ~flat].min(axis=1)), 0)
+    start = np.where(thick < low, -1, np.floor((1.0 + factor) * thick)).astype(int)
+    reach = (start[None, :] - d).max(axis=1)
+    ref = (flat | (reach >= 0)).reshape(mask.shape)
+    got = grow_by_size(mask, factor=factor, min_thickness=2, max_thickness=9)
+    np.testing.assert_array_equal(got, ref)
+    assert got.sum() > mask.sum()
+
+
 @pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
 def test_growth_is_exact_on_tiles_with_its_halo(factor):
     mask = _blobs((300, 410), seed=3)

@@ -85,12 +85,15 @@ def _thickness(mask, cap, out):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
-def _reach(start, out):  # pragma: no cover - numba
+def _reach(thick, scale, low, out):  # pragma: no cover - numba
     # out = max over q of (start[q] - chamfer(p, q)); negative: not reached.
-    ny, nx = start.shape
+    # start = floor(scale * thickness), -1 below ``low``: numpy's float64
+    # product and floor, element by element.
+    ny, nx = thick.shape
     for y in range(ny):
         for x in range(nx):
-            out[y, x] = start[y, x]
+            t = thick[y, x]
+            out[y, x] = -1 if t < low else np.int32(np.floor(scale * np.float64(t)))
     for y in range(ny):
         for x in range(nx):
             v = out[y, x]
@@ -159,8 +162,16 @@ def grow_by_size(
     cap = _AXIS * int(max_thickness)
     thick = np.empty(mask.shape, dtype=np.int32)
     _thickness(np.ascontiguousarray(mask).view(np.uint8), np.int32(cap), thick)
-    start = np.floor((1.0 + factor) * thick).astype(np.int32)
-    start[thick < _AXIS * int(min_thickness)] = -1
-    reach = np.empty_like(start)
-    _reach(start, reach)
-    return mask | (reach >= 0)
+    reach = np.empty_like(thick)
+    _reach(thick, float(1.0 + factor), np.int32(_AXIS * int(min_thickness)), reach)
+    return _or_reached(mask, reach)
+
+
+@numba.njit(cache=True, nogil=True)
+def _or_reached(mask, reach):  # pragma: no cover - numba
+    out = np.empty(mask.shape, dtype=np.bool_)
+    ny, nx = mask.shape
+    for y in range(ny):
+        for x in range(nx):
+            out[y, x] = mask[y, x] or reach[y, x] >= 0
+    return out
