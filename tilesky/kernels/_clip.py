@@ -297,8 +297,8 @@ def _network(n: int) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _sort_lanes(buf, pairs):  # pragma: no cover - numba
     # Every column of ``buf`` sorted by the network ``pairs``, the same
-    # comparators for all lanes: no data-dependent branch, where an
-    # insertion sort mispredicts on every pixel of a noise box.
+    # comparators for all lanes, no data-dependent branch (an insertion
+    # sort per box was three quarters of the pass, measured at 2000^2).
     for c in range(pairs.shape[0]):
         a = buf[pairs[c, 0]]
         b = buf[pairs[c, 1]]
