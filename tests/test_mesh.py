@@ -208,6 +208,21 @@ FUSED_CLIPS = [
 ]
 
 
+def _fused_and_numpy_path(data, mask, params):
+    """The default median + std (compiled) and the same through numpy."""
+    fused = mesh_statistics(
+        data, mask, bkg_estimator="median", bkg_rms_estimator="std", **params
+    )
+    numpy_path = mesh_statistics(
+        data,
+        mask,
+        bkg_estimator=_NumpyMedian(),
+        bkg_rms_estimator=_NumpyStd(),
+        **params,
+    )
+    return fused, numpy_path
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("clip", FUSED_CLIPS, ids=repr)
 def test_fused_median_std_equals_the_numpy_path(clip, dtype):
@@ -225,16 +240,7 @@ def test_fused_median_std_equals_the_numpy_path(clip, dtype):
         box = tuple(int(b) for b in rng.integers(2, 13, 2))
         exclude = float(rng.choice([10.0, 50.0, 90.0, 100.0]))
         params = {"box_size": box, "exclude_percentile": exclude, "sigma_clip": clip}
-        fused = mesh_statistics(
-            data, mask, bkg_estimator="median", bkg_rms_estimator="std", **params
-        )
-        numpy_path = mesh_statistics(
-            data,
-            mask,
-            bkg_estimator=_NumpyMedian(),
-            bkg_rms_estimator=_NumpyStd(),
-            **params,
-        )
+        fused, numpy_path = _fused_and_numpy_path(data, mask, params)
         for ours, ref in zip(fused, numpy_path, strict=True):
             assert ours.dtype == ref.dtype
             assert ours.tobytes() == ref.tobytes()
@@ -257,16 +263,7 @@ def test_fused_median_std_box_sizes_and_signed_zeros(box):
     mask = rng.random(shape) < 0.1
     for clip in (FUSED_CLIPS[0], None):
         params = {"box_size": box, "exclude_percentile": 50.0, "sigma_clip": clip}
-        fused = mesh_statistics(
-            data, mask, bkg_estimator="median", bkg_rms_estimator="std", **params
-        )
-        numpy_path = mesh_statistics(
-            data,
-            mask,
-            bkg_estimator=_NumpyMedian(),
-            bkg_rms_estimator=_NumpyStd(),
-            **params,
-        )
+        fused, numpy_path = _fused_and_numpy_path(data, mask, params)
         for ours, ref in zip(fused, numpy_path, strict=True):
             assert (ours + 0).tobytes() == (ref + 0).tobytes()
         assert np.isfinite(fused[0]).sum() > 10
